@@ -1,0 +1,102 @@
+"""The agent: encoder f, a plasticity rule, and a read-out g, stepped one time-step at a time."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import gymnasium as gym
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from metods_core.interfaces import PlasticityRule, Readout, State
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "identity": nn.Identity}
+
+
+class AgentConfig(BaseModel):
+    """Shape of the agent around its plasticity rule."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    hidden: int = Field(20, gt=0)
+    """N: width of the embedding v(0) = f(observation, previous action, previous reward)."""
+    encoder_activation: Literal["tanh", "relu", "identity"] = "tanh"
+    """Non-linearity applied after the encoder's linear map."""
+
+
+def action_input_size(action_space: gym.Space) -> int:
+    """Return how many numbers encode one previous action (one-hot for discrete spaces)."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return int(action_space.n)
+    if isinstance(action_space, gym.spaces.Box):
+        return int(gym.spaces.flatdim(action_space))
+    raise TypeError(f"unsupported action space {action_space!r}: use Discrete or Box")
+
+
+class Agent(nn.Module):
+    """Encoder f -> plasticity rule -> read-out g.
+
+    The rule's state is the agent's only memory between steps; it is passed in and out.
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        rule: PlasticityRule,
+        readout: Readout,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.action_space = action_space
+        self.observation_size = int(gym.spaces.flatdim(observation_space))
+        self.action_size = action_input_size(action_space)
+        in_features = self.observation_size + self.action_size + 1
+        self.encoder = nn.Sequential(
+            nn.Linear(in_features, config.hidden), _ACTIVATIONS[config.encoder_activation]()
+        )
+        self.rule = rule
+        self.readout = readout
+
+    def init_state(self, batch_size: int) -> State:
+        """Return the rule's state at the start of ``batch_size`` lifetimes."""
+        return self.rule.init_state(batch_size)
+
+    def encode_action(self, action: torch.Tensor) -> torch.Tensor:
+        """Encode actions ``(batch,)`` (discrete) or ``(batch, dim)`` as ``(batch, action_size)``."""
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            return nn.functional.one_hot(action.long(), self.action_size).float()
+        return action.reshape(action.shape[0], -1).float()
+
+    def step(
+        self,
+        observation: torch.Tensor,
+        previous_action: torch.Tensor,
+        previous_reward: torch.Tensor,
+        state: State,
+    ) -> tuple[torch.distributions.Distribution, torch.Tensor, State]:
+        """Act once.
+
+        Args:
+            observation: ``(batch, *obs_shape)``.
+            previous_action: encoded previous action ``(batch, action_size)``.
+            previous_reward: ``(batch,)``.
+            state: the rule's state.
+
+        Returns:
+            The action distribution, the value estimate ``(batch,)`` and the new state.
+        """
+        features = torch.cat(
+            [
+                observation.reshape(observation.shape[0], -1).float(),
+                previous_action,
+                previous_reward.unsqueeze(-1).float(),
+            ],
+            dim=-1,
+        )
+        embedding = self.encoder(features)
+        output, state = self.rule.step(embedding, state)
+        distribution, value = self.readout(output)
+        return distribution, value, state

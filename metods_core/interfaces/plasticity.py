@@ -1,0 +1,49 @@
+"""The dynamic layer: a rule that reads from and writes to its own state at every step."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from metods_core.interfaces.config import ComponentConfig
+
+State = Any
+"""A tensor, or a tuple / NamedTuple / dict of tensors, every leaf batched over tasks in dim 0."""
+
+
+class PlasticityRule(nn.Module, abc.ABC):
+    """A layer whose state (synapses, traces, hidden activity) changes within a lifetime.
+
+    The state is explicit data: it is created by ``init_state``, passed to ``step`` and returned
+    updated, never stored on the module. Gradients flow through it (backprop through time).
+    Subclasses set ``Config`` and ``output_size``; they are built as ``Rule(config, input_size)``.
+    """
+
+    Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+    output_size: int
+
+    @abc.abstractmethod
+    def init_state(self, batch_size: int) -> State:
+        """Return the state at the start of a lifetime for ``batch_size`` tasks."""
+
+    @abc.abstractmethod
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Advance one environment step.
+
+        Args:
+            x: input of shape ``(batch, input_size)``.
+            state: the state returned by the previous call or by ``init_state``.
+
+        Returns:
+            The output of shape ``(batch, output_size)`` and the new state.
+        """
+
+    def reset(self, state: State, mask: torch.Tensor) -> State:
+        """Re-initialise the lifetimes selected by the boolean ``mask`` of shape ``(batch,)``."""
+        from metods_core.interfaces.state import where_state
+
+        batch_size = int(mask.shape[0])
+        return where_state(mask, self.init_state(batch_size), state)

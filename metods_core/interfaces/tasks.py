@@ -1,0 +1,87 @@
+"""Task distributions and the batched environments they build."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import torch
+
+from metods_core.interfaces.config import ComponentConfig
+
+Split = Literal["train", "test"]
+
+
+@dataclass
+class TaskBatch:
+    """Parameters of ``size`` tasks. Subclasses add tensors batched over tasks in dim 0.
+
+    ``seed`` seeds the environment's own randomness, so that a task batch and its lifetimes
+    are reproducible from the batch alone (and resume exactly after a restart).
+    """
+
+    size: int
+    split: str
+    seed: int
+
+
+class BatchedEnv(abc.ABC):
+    """A batch of environments, one per task, following Gymnasium's vector API in torch.
+
+    Observations, rewards and flags are tensors batched over tasks on the tasks' device. A
+    lifetime lasts at most ``lifetime_steps`` steps; once an environment reports ``terminated``
+    or ``truncated`` its lifetime is over and later steps are ignored by the caller.
+    """
+
+    single_observation_space: gym.Space
+    single_action_space: gym.Space
+    num_envs: int
+    lifetime_steps: int
+
+    @abc.abstractmethod
+    def reset(self) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Start every lifetime; return observations ``(batch, *obs_shape)`` and info."""
+
+    @abc.abstractmethod
+    def step(
+        self, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Apply ``action`` ``(batch, ...)``; return obs, reward, terminated, truncated, info.
+
+        ``reward`` is float ``(batch,)``; ``terminated`` and ``truncated`` are bool ``(batch,)``.
+        """
+
+    @abc.abstractmethod
+    def lifetime_metrics(self) -> dict[str, torch.Tensor]:
+        """Return the task family's own per-task metrics of the lifetimes so far.
+
+        Each value has shape ``(batch,)`` (a scalar per task) or ``(batch, K)`` (a curve per task,
+        such as accuracy per presentation; NaN where undefined). ``episode_reward`` is always set.
+        """
+
+
+class TaskSampler(abc.ABC):
+    """A distribution over tasks with disjoint train and test splits.
+
+    Built as ``Sampler(config)``. ``observation_space`` and ``action_space`` describe one task's
+    environment; they are known before any task is drawn so the agent can be built first.
+    """
+
+    Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+    observation_space: gym.Space
+    action_space: gym.Space
+    lifetime_steps: int
+
+    @abc.abstractmethod
+    def sample(self, n: int, split: Split, generator: torch.Generator) -> TaskBatch:
+        """Draw ``n`` tasks of ``split`` with ``generator``; the splits never share a task."""
+
+    @abc.abstractmethod
+    def make_env(self, tasks: TaskBatch) -> BatchedEnv:
+        """Build the batched environment of ``tasks``, on the device of the batch's tensors."""
+
+    def main_metric(self) -> str:
+        """Return the name of the metric that ranks agents on this task family."""
+        return "episode_reward"

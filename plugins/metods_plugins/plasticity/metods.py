@@ -1,0 +1,137 @@
+"""MetODS: the recursive read/write rule of Chalvidal, VanRullen & Serre (NeurIPS 2022).
+
+Implements Algorithm 1 of the paper. At every environment step, starting from
+v(0) = x and W(0) = W_{t-1}, for s = 1..S::
+
+    v(s) = sum_{l<s} kappa_s^l v(l) + kappa_s^s sigma(W(s-1) v(s-1))                 # read
+    W(s) = sum_{l<s} beta_s^l  W(l) + beta_s^s  alpha * (v(s-1) outer post(v(s-1)))   # write
+
+and the layer outputs v(S) and keeps W_t = W(S). ``post`` is the identity (vanilla write), a
+learned projection P (linear write) or a small MLP (mlp write).
+
+Initialisation (our choice; the paper gives none): at S > 1 the extra recursion steps start
+close to the identity (carry v(s-1) and W(s-1) forward, add a small read and write), so a deep
+rule begins as a slightly perturbed S = 1 rule and can only gain from its extra steps.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from metods_core.interfaces import ComponentConfig, PlasticityRule
+
+_SIGMAS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": None}
+
+
+class MetODSRule(PlasticityRule):
+    """MetODS self-modifying synapses: a learned recursive read/write rule on W (N x N)."""
+
+    class Config(ComponentConfig):
+        """Parameters of the MetODS rule."""
+
+        recursion_steps: int = Field(4, ge=1, le=16)
+        """S: read/write recursions per environment step."""
+        alpha: Literal["elementwise", "scalar", "none"] = "elementwise"
+        """Plasticity coefficients: one per synapse, one for the layer, or none (ablation)."""
+        write: Literal["vanilla", "linear", "mlp"] = "vanilla"
+        """Write form: alpha*(v v^T), alpha*(v (P v)^T) or alpha*(v MLP(v)^T)."""
+        sigma: Literal["tanh", "relu", "sigmoid", "identity"] = "tanh"
+        """Non-linearity of the read, sigma(W v)."""
+        initial_weights: Literal["learned", "zeros", "random"] = "learned"
+        """W_0: learned (starts at zero), zeros (fixed), random (drawn once, fixed)."""
+        learn_kappa: bool = True
+        """Meta-learn the read coefficients kappa (False keeps them at their initial values)."""
+        learn_beta: bool = True
+        """Meta-learn the write coefficients beta (False keeps them at their initial values)."""
+        decay_init: float = 0.95
+        """Initial beta_1^0: how much of W_{t-1} is kept at each environment step."""
+        write_rate_init: float = 0.5
+        """Initial beta_1^1: the rate of the first write."""
+        deep_init: float = 0.1
+        """Initial kappa_s^s and beta_s^s for s >= 2: the size of the extra recursion steps."""
+        mlp_hidden: int = Field(32, gt=0)
+        """Hidden width of the MLP used by the mlp write."""
+
+    def __init__(self, config: Config, input_size: int) -> None:
+        super().__init__()
+        self.config = config
+        self.size = input_size
+        self.output_size = input_size
+        steps = config.recursion_steps
+        kappa, beta = [], []
+        for s in range(1, steps + 1):
+            k = torch.zeros(s + 1)
+            b = torch.zeros(s + 1)
+            k[s - 1] = 1.0  # residual: carry v(s-1)
+            b[s - 1] = 1.0  # carry W(s-1)
+            if s == 1:
+                k[1] = 1.0
+                b[0] = config.decay_init
+                b[1] = config.write_rate_init
+            else:
+                k[s] = config.deep_init
+                b[s] = config.deep_init
+            kappa.append(nn.Parameter(k, requires_grad=config.learn_kappa))
+            beta.append(nn.Parameter(b, requires_grad=config.learn_beta))
+        self.kappa = nn.ParameterList(kappa)
+        self.beta = nn.ParameterList(beta)
+        n = input_size
+        self.alpha: nn.Parameter | None
+        if config.alpha == "elementwise":
+            self.alpha = nn.Parameter(torch.ones(n, n))
+        elif config.alpha == "scalar":
+            self.alpha = nn.Parameter(torch.ones(1))
+        else:
+            self.alpha = None
+        self.projection: nn.Module | None
+        if config.write == "linear":
+            self.projection = nn.Linear(n, n, bias=False)
+            nn.init.eye_(self.projection.weight)
+        elif config.write == "mlp":
+            self.projection = nn.Sequential(
+                nn.Linear(n, config.mlp_hidden), nn.Tanh(), nn.Linear(config.mlp_hidden, n)
+            )
+        else:
+            self.projection = None
+        initial = torch.zeros(n, n)
+        if config.initial_weights == "random":
+            generator = torch.Generator().manual_seed(0)
+            initial = torch.randn(n, n, generator=generator) / n**0.5
+        if config.initial_weights == "learned":
+            self.initial_weights = nn.Parameter(initial)
+        else:
+            self.register_buffer("initial_weights", initial)
+        self._sigma = _SIGMAS[config.sigma]
+
+    def init_state(self, batch_size: int) -> torch.Tensor:
+        """Return W_0 for every task: ``(batch, N, N)``."""
+        return self.initial_weights.unsqueeze(0).expand(batch_size, -1, -1)
+
+    def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run S read/write recursions on ``x`` ``(batch, N)`` and W ``(batch, N, N)``."""
+        # ---- MetODS Algorithm 1: recursive read and write on the synaptic matrix ----
+        activations = [x]
+        weights = [state]
+        for s in range(1, self.config.recursion_steps + 1):
+            kappa, beta = self.kappa[s - 1], self.beta[s - 1]
+            v_prev, w_prev = activations[s - 1], weights[s - 1]
+            read = torch.bmm(w_prev, v_prev.unsqueeze(-1)).squeeze(-1)
+            if self._sigma is not None:
+                read = self._sigma(read)
+            v_new = kappa[s] * read
+            for level in range(s):
+                v_new = v_new + kappa[level] * activations[level]
+            post = v_prev if self.projection is None else self.projection(v_prev)
+            written = v_prev.unsqueeze(-1) * post.unsqueeze(-2)
+            if self.alpha is not None:
+                written = self.alpha * written
+            w_new = beta[s] * written
+            for level in range(s):
+                w_new = w_new + beta[level] * weights[level]
+            activations.append(v_new)
+            weights.append(w_new)
+        return activations[-1], weights[-1]
