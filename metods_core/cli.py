@@ -1,0 +1,197 @@
+"""The ``metods`` command: validate, show, list plugins, train and evaluate.
+
+Heavy modules (torch, Lightning, W&B) are imported inside the handlers that need them, so that
+``metods --help`` answers at once. Every ``MetodsError`` ends as one message on stderr and exit
+status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from metods_core.errors import MetodsError
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        _check_train_args(parser, args)
+    try:
+        return int(args.handler(args))
+    except MetodsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="metods",
+        description="Meta-reinforcement learning with self-modifying networks.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    overrides_help = "recipe overrides, e.g. trainer.max_steps=10 plasticity.recursion_steps=2"
+
+    validate = commands.add_parser("validate", help="check a recipe and report every problem")
+    validate.add_argument("recipe", metavar="RECIPE", type=Path)
+    validate.add_argument("overrides", metavar="key=value", nargs="*", help=overrides_help)
+    validate.set_defaults(handler=_validate)
+
+    show = commands.add_parser("show", help="print a recipe resolved, with every default")
+    show.add_argument("recipe", metavar="RECIPE", type=Path)
+    show.add_argument("overrides", metavar="key=value", nargs="*", help=overrides_help)
+    show.set_defaults(handler=_show)
+
+    plugins = commands.add_parser("plugins", help="list installed components by group")
+    plugins.set_defaults(handler=_plugins)
+
+    train = commands.add_parser(
+        "train",
+        help="train a recipe, or resume a run",
+        usage="metods train RECIPE [key=value ...] [--run-dir DIR]\n"
+        "       metods train --resume DIR [key=value ...]",
+    )
+    train.add_argument(
+        "arguments", metavar="RECIPE key=value", nargs="*", help="the recipe, then overrides"
+    )
+    train.add_argument("--run-dir", type=Path, help="where to write the run (default: runs/...)")
+    train.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="meta-test a trained run on held-out tasks")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", type=Path)
+    evaluate.add_argument("--episodes", type=int, help="held-out lifetimes (default: recipe's)")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.add_argument(
+        "--greedy", action="store_true", default=None, help="act greedily instead of sampling"
+    )
+    evaluate.add_argument(
+        "--override",
+        dest="overrides",
+        metavar="key=value",
+        action="append",
+        default=[],
+        help="recipe override for evaluation (repeatable)",
+    )
+    evaluate.set_defaults(handler=_evaluate)
+    return parser
+
+
+def _check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.resume is not None:
+        if args.run_dir is not None:
+            parser.error("train: --resume DIR continues DIR; do not also give --run-dir")
+        if args.arguments and "=" not in args.arguments[0]:
+            parser.error("train: with --resume, give overrides only (the recipe is in DIR)")
+        args.recipe, args.overrides = None, args.arguments
+    else:
+        if not args.arguments or "=" in args.arguments[0]:
+            parser.error("train: give a RECIPE (or --resume DIR)")
+        args.recipe, args.overrides = Path(args.arguments[0]), args.arguments[1:]
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from metods_core.recipe import load_recipe
+
+    load_recipe(args.recipe, args.overrides)
+    print(f"ok: {args.recipe}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from metods_core.recipe import load_recipe, recipe_to_yaml
+
+    print(recipe_to_yaml(load_recipe(args.recipe, args.overrides)), end="")
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from metods_core.registry import GROUPS, describe_plugin, list_plugins
+
+    for kind, group in GROUPS.items():
+        infos = list_plugins(kind)
+        print(f"{group} ({kind}):")
+        if not infos:
+            print("  (none installed)")
+        names = [info.name for info in infos]
+        rows = []
+        for info in infos:
+            summary = describe_plugin(info)
+            if names.count(info.name) > 1:
+                summary = f"CONFLICT: {info.name!r} is registered twice; {summary}"
+            rows.append((info.name, info.distribution or "?", info.version or "?", summary))
+        widths = [max((len(row[i]) for row in rows), default=0) for i in range(3)]
+        for row in rows:
+            cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+            print("  " + "  ".join([*cells, row[3]]))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from metods_core.training import resume_run, train_recipe
+
+    if args.resume is not None:
+        run_dir = resume_run(args.resume, list(args.overrides))
+    else:
+        from metods_core.recipe import load_recipe
+
+        run_dir = train_recipe(load_recipe(args.recipe, args.overrides), args.run_dir)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from metods_core.evaluation import evaluate_run
+
+    result = evaluate_run(args.run_dir, args.episodes, list(args.overrides), args.greedy)
+    if args.json:
+        print(json.dumps(result, default=_jsonable))
+    else:
+        print(format_table(result))
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # tensors and numpy values
+        return value.tolist()
+    return str(value)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Return ``result`` as a two-column table, nested keys joined with dots."""
+    rows = list(_flatten(result, ""))
+    width = max((len(key) for key, _ in rows), default=0)
+    return "\n".join(f"{key.ljust(width)}  {text}" for key, text in rows)
+
+
+def _flatten(value: Any, prefix: str) -> Any:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+        return
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        yield prefix, "[" + ", ".join(_number(item) for item in value) + "]"
+    else:
+        yield prefix, _number(value)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

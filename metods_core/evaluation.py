@@ -1,0 +1,131 @@
+"""Meta-test a trained run on held-out tasks and report the task family's own metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metods_core.components import create_task_sampler
+from metods_core.errors import MetodsError
+from metods_core.rollout import run_lifetimes
+from metods_core.statistics import mean_and_ci95
+from metods_core.training.checkpoints import find_resume_checkpoint, read_checkpoint
+from metods_core.training.module import MetaLearningModule
+from metods_core.training.run_dir import read_run_recipe
+from metods_core.training.seeding import derive_seed
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def load_trained_module(
+    run_dir: Path, overrides: Sequence[str] = (), checkpoint: Path | None = None
+) -> MetaLearningModule:
+    """Rebuild the run's module (with ``overrides``) and load its latest checkpoint."""
+    recipe = read_run_recipe(run_dir, list(overrides))
+    path = find_resume_checkpoint(run_dir, checkpoint)
+    module = MetaLearningModule(recipe)
+    state = read_checkpoint(path)["state_dict"]
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as error:
+        raise MetodsError(
+            f"checkpoint {path} does not fit the run's recipe (was recipe.yaml edited, or an "
+            f"override changed the model?): {str(error).splitlines()[0]}"
+        ) from None
+    module.eval()
+    return module
+
+
+@torch.no_grad()
+def meta_test(
+    module: MetaLearningModule, episodes: int, batch_tasks: int, greedy: bool, seed: int
+) -> dict[str, torch.Tensor]:
+    """Run ``episodes`` held-out lifetimes; return each metric concatenated over tasks."""
+    sampler = create_task_sampler(module.recipe)
+    generator = torch.Generator().manual_seed(derive_seed(seed, "meta-test"))
+    collected: dict[str, list[torch.Tensor]] = {}
+    remaining = episodes
+    while remaining > 0:
+        size = min(batch_tasks, remaining)
+        tasks = sampler.sample(size, "test", generator)
+        env = sampler.make_env(tasks)
+        action_generator = torch.Generator().manual_seed(derive_seed(seed, "actions", tasks.seed))
+        lifetimes = run_lifetimes(module.agent, env, action_generator, greedy=greedy)
+        for name, value in lifetimes.metrics.items():
+            collected.setdefault(name, []).append(value.detach().cpu().float())
+        remaining -= size
+    return {name: torch.cat(parts) for name, parts in collected.items()}
+
+
+def summarise(metrics: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Return mean, 95 % CI and count of each per-task metric, and per-index curves.
+
+    ``episode_reward`` is reported as ``mean_reward``; a curve metric ``(tasks, K)`` gives
+    ``<name>`` (a list of K means) and ``<name>_ci95``.
+    """
+    summary: dict[str, Any] = {}
+    for name, values in metrics.items():
+        key = "mean_reward" if name == "episode_reward" else name
+        if values.dim() == 1:
+            mean, ci, count = mean_and_ci95(values)
+            summary[key], summary[f"{key}_ci95"], summary[f"{key}_n"] = mean, ci, count
+        else:
+            stats = [mean_and_ci95(values[:, k]) for k in range(values.shape[1])]
+            summary[key] = [s[0] for s in stats]
+            summary[f"{key}_ci95"] = [s[1] for s in stats]
+    return summary
+
+
+def _without_nan(value: Any) -> Any:
+    """Replace NaN (an undefined metric) by None, so the JSON is standard (null)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, list):
+        return [_without_nan(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _without_nan(item) for key, item in value.items()}
+    return value
+
+
+def evaluate_run(
+    run_dir: Path,
+    episodes: int | None = None,
+    overrides: Sequence[str] = (),
+    greedy: bool | None = None,
+) -> dict[str, Any]:
+    """Meta-test the run's last checkpoint on held-out tasks; write JSON and PNG plots.
+
+    ``overrides`` change the test conditions (``task.max_steps=100``); they never touch the
+    checkpoint. Returns the summary also written to ``RUN_DIR/evaluation.json``.
+    """
+    run_dir = Path(run_dir)
+    module = load_trained_module(run_dir, overrides)
+    recipe = module.recipe
+    episodes = episodes or recipe.evaluation.episodes
+    greedy = recipe.evaluation.greedy if greedy is None else greedy
+    metrics = meta_test(module, episodes, recipe.evaluation.batch_tasks, greedy, recipe.seed)
+    summary = summarise(metrics)
+    summary.update(
+        {
+            "run_dir": str(run_dir),
+            "episodes": episodes,
+            "greedy": greedy,
+            "overrides": list(overrides),
+            "main_metric": module.sampler.main_metric(),
+        }
+    )
+    summary = _without_nan(summary)
+    (run_dir / EVALUATION_FILE).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    from metods_core.plots import plot_curves, plot_training_curve
+
+    summary["plots"] = [
+        str(path)
+        for path in [plot_training_curve(run_dir), *plot_curves(run_dir, summary, metrics)]
+        if path is not None
+    ]
+    return summary

@@ -1,0 +1,79 @@
+"""PNG plots of a run: the training curve and the evaluation's per-index curves."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never open a window
+import matplotlib.pyplot as plt  # noqa: E402  # the backend must be chosen first
+import torch  # noqa: E402
+
+
+def read_training_log(run_dir: Path, column: str = "train/episode_reward") -> list[tuple[int, float]]:
+    """Return ``(step, value)`` pairs of ``column`` from every CSV log of the run, by step.
+
+    A resumed run writes a new ``logs/version_K``; later versions win for repeated steps.
+    """
+    points: dict[int, float] = {}
+    for path in sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=_version_number):
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                value = row.get(column)
+                if value not in (None, ""):
+                    points[int(row["step"])] = float(value)
+    return sorted(points.items())
+
+
+def _version_number(path: Path) -> int:
+    return int(path.parent.name.split("_")[-1])
+
+
+def plot_training_curve(run_dir: Path, column: str = "train/episode_reward") -> Path | None:
+    """Plot ``column`` against the outer step into ``RUN_DIR/training_curve.png``."""
+    points = read_training_log(run_dir, column)
+    if not points:
+        return None
+    steps, values = zip(*points, strict=True)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(steps, values, linewidth=1)
+    axis.set_xlabel("outer step")
+    axis.set_ylabel(column.split("/")[-1].replace("_", " "))
+    axis.set_title(f"training: {run_dir.name}")
+    axis.grid(alpha=0.3)
+    path = run_dir / "training_curve.png"
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_curves(
+    run_dir: Path, summary: dict[str, Any], metrics: dict[str, torch.Tensor]
+) -> list[Path]:
+    """Plot each curve metric (``(tasks, K)``, such as accuracy per presentation) with its CI."""
+    paths = []
+    for name, values in metrics.items():
+        if values.dim() != 2:
+            continue
+        means = summary[name]
+        means = [math.nan if m is None else m for m in means]
+        errors = [0.0 if e is None or math.isnan(e) else e for e in summary[f"{name}_ci95"]]
+        index = list(range(1, len(means) + 1))
+        figure, axis = plt.subplots(figsize=(6, 4))
+        axis.errorbar(index, means, yerr=errors, marker="o", capsize=3)
+        axis.set_xlabel("index (presentation, episode...)")
+        axis.set_ylabel(name.replace("_", " "))
+        axis.set_title(f"held-out tasks: {run_dir.name}")
+        axis.set_xticks(index)
+        axis.grid(alpha=0.3)
+        path = run_dir / f"{name}.png"
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        paths.append(path)
+    return paths

@@ -1,0 +1,194 @@
+"""Conformance suite of ``MetaOptimizer`` plugins.
+
+The checks train a tiny agent built from the fakes of ``metods_core.testing.fakes`` (a Hebbian
+rule, linear heads, a find-the-target task), so they need no other plugin. Every check takes
+the meta-optimizer's class and optional config overrides (``check(cls, **config)``) and raises
+``AssertionError`` with a message that says what is wrong. ``check_meta_optimizer`` runs them::
+
+    from metods_core.testing import check_meta_optimizer
+    check_meta_optimizer(MyPPO, epochs=1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from metods_core.agent import Agent
+from metods_core.interfaces import BatchedEnv, MetaOptimizer, OuterStep
+from metods_core.testing._common import BATCH, CONFIG_CHECKS, build_config, run_suite
+from metods_core.testing.fakes import create_tiny_agent
+
+
+def build_meta_optimizer(cls: type[MetaOptimizer], config: dict[str, Any]) -> MetaOptimizer:
+    """Build ``cls`` from config overrides."""
+    built = build_config(cls, config)
+    meta_optimizer = cls(built)  # type: ignore[call-arg]
+    assert isinstance(meta_optimizer, MetaOptimizer), (
+        f"{cls.__name__}(config) built a {type(meta_optimizer).__name__}, not a MetaOptimizer"
+    )
+    return meta_optimizer
+
+
+def _setup(
+    cls: type[MetaOptimizer], config: dict[str, Any], seed: int = 0
+) -> tuple[MetaOptimizer, Agent, torch.optim.Optimizer, Callable[[int], BatchedEnv]]:
+    """Return the meta-optimizer, a tiny agent, its optimizer and a factory of task envs."""
+    meta_optimizer = build_meta_optimizer(cls, config)
+    agent, sampler = create_tiny_agent(seed=seed)
+    optimizer = meta_optimizer.configure_optimizer(agent)
+
+    def make_env(outer_step: int) -> BatchedEnv:
+        generator = torch.Generator().manual_seed(1000 * seed + outer_step)
+        return sampler.make_env(sampler.sample(BATCH, "train", generator))
+
+    return meta_optimizer, agent, optimizer, make_env
+
+
+def _outer_step(optimizer: torch.optim.Optimizer, seed: int) -> OuterStep:
+    return OuterStep(
+        optimizer=optimizer,
+        backward=lambda loss: loss.backward(),
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def check_construction(cls: type[MetaOptimizer], /, **config: Any) -> None:
+    """The meta-optimizer builds as ``cls(cls.Config(**config))``."""
+    build_meta_optimizer(cls, config)
+
+
+def check_configure_optimizer(cls: type[MetaOptimizer], /, **config: Any) -> None:
+    """``configure_optimizer`` returns a torch optimizer over some of the agent's parameters."""
+    meta_optimizer = build_meta_optimizer(cls, config)
+    agent, _ = create_tiny_agent()
+    optimizer = meta_optimizer.configure_optimizer(agent)
+    assert isinstance(optimizer, torch.optim.Optimizer), (
+        f"configure_optimizer returned {type(optimizer).__name__}, not a torch.optim.Optimizer"
+    )
+    own = {id(parameter) for parameter in agent.parameters()}
+    optimized = [p for group in optimizer.param_groups for p in group["params"]]
+    assert optimized, "the optimizer has no parameters"
+    assert all(id(parameter) in own for parameter in optimized), (
+        "the optimizer holds tensors that are not parameters of the agent"
+    )
+
+
+def check_training_step(cls: type[MetaOptimizer], /, **config: Any) -> None:
+    """Two outer steps change the meta-parameters, keep them finite, and return metrics that
+    are finite, detached 0-dim tensors."""
+    meta_optimizer, agent, optimizer, make_env = _setup(cls, config)
+    before = [parameter.detach().clone() for parameter in agent.parameters()]
+    for outer in range(2):
+        metrics = meta_optimizer.training_step(agent, make_env(outer), _outer_step(optimizer, outer))
+        assert isinstance(metrics, dict) and metrics, (
+            f"outer step {outer}: training_step returned {metrics!r}, not a dict of metrics"
+        )
+        for name, value in metrics.items():
+            assert isinstance(name, str), f"metric name {name!r} is not a string"
+            assert isinstance(value, torch.Tensor) and value.dim() == 0, (
+                f"metric {name!r} must be a 0-dim tensor, got {value!r}"
+            )
+            assert not value.requires_grad, (
+                f"metric {name!r} is attached to the autograd graph: return value.detach()"
+            )
+            assert torch.isfinite(value), f"outer step {outer}: metric {name!r} is {value.item()}"
+    after = list(agent.parameters())
+    assert all(torch.isfinite(parameter).all() for parameter in after), (
+        "the meta-parameters became non-finite"
+    )
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True)), (
+        "two training steps left every meta-parameter unchanged"
+    )
+
+
+def check_backward_goes_through_step(cls: type[MetaOptimizer], /, **config: Any) -> None:
+    """Gradients are computed through ``OuterStep.backward``, never by ``loss.backward()``
+    directly (Lightning's precision plugins and DDP gradient sync hook into it)."""
+    meta_optimizer, agent, optimizer, make_env = _setup(cls, config)
+    inside = [False]
+    outside: list[str] = []
+
+    def backward(loss: torch.Tensor) -> None:
+        inside[0] = True
+        try:
+            loss.backward()
+        finally:
+            inside[0] = False
+
+    def watch(name: str) -> Callable[[torch.Tensor], None]:
+        def hook(grad: torch.Tensor) -> None:
+            if not inside[0]:
+                outside.append(name)
+
+        return hook
+
+    handles = [
+        parameter.register_hook(watch(name))
+        for name, parameter in agent.named_parameters()
+        if parameter.requires_grad
+    ]
+    try:
+        step = OuterStep(optimizer, backward, torch.Generator().manual_seed(0))
+        meta_optimizer.training_step(agent, make_env(0), step)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert not outside, (
+        f"gradients of {sorted(set(outside))} were computed outside OuterStep.backward: call "
+        "step.backward(loss) instead of loss.backward()"
+    )
+
+
+def check_determinism(cls: type[MetaOptimizer], /, **config: Any) -> None:
+    """The same seeds give the same metrics and the same updated meta-parameters."""
+    runs = []
+    for _ in range(2):
+        meta_optimizer, agent, optimizer, make_env = _setup(cls, config)
+        metrics = meta_optimizer.training_step(agent, make_env(0), _outer_step(optimizer, 0))
+        runs.append((metrics, [parameter.detach().clone() for parameter in agent.parameters()]))
+    (metrics_a, params_a), (metrics_b, params_b) = runs
+    assert metrics_a.keys() == metrics_b.keys(), "the same seeds gave different metric names"
+    different = [name for name in metrics_a if not torch.equal(metrics_a[name], metrics_b[name])]
+    assert not different, f"the same seeds gave different metrics: {different}"
+    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b, strict=True)), (
+        "the same seeds gave different meta-parameters after one training step"
+    )
+
+
+def check_global_rng_untouched(cls: type[MetaOptimizer], /, **config: Any) -> None:
+    """``training_step`` draws its randomness from ``OuterStep.generator``, not the global RNG."""
+    meta_optimizer, agent, optimizer, make_env = _setup(cls, config)
+    env = make_env(0)
+    state = torch.get_rng_state()
+    meta_optimizer.training_step(agent, env, _outer_step(optimizer, 0))
+    assert torch.equal(torch.get_rng_state(), state), (
+        "training_step drew from torch's global RNG: use OuterStep.generator"
+    )
+
+
+META_OPTIMIZER_CHECKS: dict[str, Callable[..., None]] = {
+    **CONFIG_CHECKS,
+    "construction": check_construction,
+    "configure_optimizer": check_configure_optimizer,
+    "training_step": check_training_step,
+    "backward_goes_through_step": check_backward_goes_through_step,
+    "determinism": check_determinism,
+    "global_rng_untouched": check_global_rng_untouched,
+}
+"""Every check of the meta-optimizer suite, by name: ``check(cls, **config)``."""
+
+
+def check_meta_optimizer(cls: type[MetaOptimizer], /, **config: Any) -> None:
+    """Run every check of ``META_OPTIMIZER_CHECKS`` on ``cls``; raise one report of all failures.
+
+    Args:
+        cls: the meta-optimizer's class.
+        **config: overrides of ``cls.Config``'s defaults.
+
+    Raises:
+        AssertionError: one or more checks failed; the message lists each.
+    """
+    run_suite(f"meta-optimizer {cls.__name__}", META_OPTIMIZER_CHECKS, cls, **config)

@@ -1,0 +1,6 @@
+"""Meta-training with Lightning: the module, the task data module, run directories."""
+
+from metods_core.training.module import MetaLearningModule, NonFiniteError
+from metods_core.training.trainer import create_trainer, resume_run, train_recipe
+
+__all__ = ["MetaLearningModule", "NonFiniteError", "create_trainer", "resume_run", "train_recipe"]

@@ -1,0 +1,113 @@
+"""Train and resume runs: recipe -> Lightning Trainer -> run directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+
+from metods_core.recipe import Recipe
+from metods_core.training.checkpoints import create_checkpoint_callbacks, find_resume_checkpoint
+from metods_core.training.data import TaskDataModule
+from metods_core.training.loggers import create_loggers
+from metods_core.training.module import MetaLearningModule
+from metods_core.training.run_dir import default_run_dir, read_run_recipe, write_run_files
+
+_RUN_DIR_ENV = "METODS_RUN_DIR"
+"""Set by the launching process so that DDP ranks started later write to the same run."""
+
+
+def _processes_per_node(recipe: Recipe) -> int:
+    devices = recipe.trainer.devices
+    if isinstance(devices, list):
+        return len(devices)
+    if isinstance(devices, int):
+        return max(devices, 1)
+    return 1 if devices == "auto" else max(int(devices) if devices.isdigit() else 1, 1)
+
+
+def _set_threads(recipe: Recipe) -> None:
+    """Give each process its share of the cores: oversubscription slows CPU runs ~100x."""
+    threads = recipe.trainer.num_threads
+    if threads is None and _processes_per_node(recipe) > 1:
+        threads = max(1, (os.cpu_count() or 1) // _processes_per_node(recipe))
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def create_trainer(
+    recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] = ()
+) -> L.Trainer:
+    """Return the Lightning Trainer the recipe asks for, logging and saving into ``run_dir``."""
+    config = recipe.trainer
+    return L.Trainer(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=config.precision,  # type: ignore[arg-type]  # validated by Lightning itself
+        max_steps=config.max_steps,
+        max_epochs=-1,
+        log_every_n_steps=config.log_every_n_steps,
+        logger=create_loggers(recipe, run_dir),
+        callbacks=[
+            *create_checkpoint_callbacks(run_dir, config.checkpoint_every_n_steps),
+            TQDMProgressBar(refresh_rate=config.log_every_n_steps),
+            *callbacks,
+        ],
+        default_root_dir=run_dir,
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+
+
+def _fit(
+    recipe: Recipe, run_dir: Path, checkpoint: Path | None, callbacks: Sequence[Callback]
+) -> Path:
+    _set_threads(recipe)
+    os.environ[_RUN_DIR_ENV] = str(run_dir)
+    try:
+        module = MetaLearningModule(recipe)
+        data = TaskDataModule(module.sampler, recipe.data.batch_tasks, recipe.seed)
+        trainer = create_trainer(recipe, run_dir, callbacks)
+        trainer.fit(module, datamodule=data, ckpt_path=checkpoint)
+    finally:
+        os.environ.pop(_RUN_DIR_ENV, None)
+    return run_dir
+
+
+def train_recipe(
+    recipe: Recipe, run_dir: Path | None = None, callbacks: Sequence[Callback] = ()
+) -> Path:
+    """Meta-train ``recipe`` in a new run directory and return the directory."""
+    inherited = os.environ.get(_RUN_DIR_ENV)
+    run_dir = Path(inherited) if inherited else (run_dir or default_run_dir(recipe))
+    if rank_zero_only.rank == 0 and not inherited:
+        write_run_files(run_dir, recipe)
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
+    return _fit(recipe, run_dir, None, callbacks)
+
+
+def resume_run(
+    run_dir: Path,
+    overrides: Sequence[str] = (),
+    checkpoint: Path | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> Path:
+    """Continue the run in ``run_dir`` from its latest readable checkpoint.
+
+    ``overrides`` may change how the run continues (``trainer.max_steps=6000``); the updated
+    recipe is written back to the run directory.
+    """
+    recipe = read_run_recipe(run_dir, list(overrides))
+    path = find_resume_checkpoint(run_dir, checkpoint)
+    if rank_zero_only.rank == 0 and overrides and not os.environ.get(_RUN_DIR_ENV):
+        write_run_files(run_dir, recipe)
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
+    return _fit(recipe, run_dir, path, callbacks)

@@ -1,0 +1,101 @@
+"""Advantage actor-critic through whole lifetimes (backprop through time), with GAE(lambda)."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from metods_core.agent import Agent
+from metods_core.interfaces import BatchedEnv, ComponentConfig, MetaOptimizer, OuterStep
+from metods_core.rollout import Lifetimes, run_lifetimes
+
+
+def generalized_advantages(
+    rewards: torch.Tensor, values: torch.Tensor, alive: torch.Tensor, gamma: float, lam: float
+) -> torch.Tensor:
+    """Return GAE(lambda) advantages ``(steps, batch)``; a lifetime's end bootstraps with 0.
+
+    Args:
+        rewards: ``(steps, batch)``.
+        values: detached critic estimates ``(steps, batch)``.
+        alive: ``(steps, batch)`` bool; a step whose successor is not alive ends the lifetime.
+    """
+    steps = rewards.shape[0]
+    continues = torch.cat([alive[1:], torch.zeros_like(alive[:1])]).float()
+    next_values = torch.cat([values[1:], torch.zeros_like(values[:1])]) * continues
+    deltas = rewards + gamma * next_values - values
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(steps)):
+        running = deltas[t] + gamma * lam * continues[t] * running
+        advantages[t] = running
+    return advantages * alive
+
+
+class A2CMetaOptimizer(MetaOptimizer):
+    """A2C meta-training: policy gradient with a critic, BPTT through each lifetime, Adam."""
+
+    class Config(ComponentConfig):
+        """Parameters of the A2C meta-optimizer."""
+
+        lr: float = Field(1e-3, gt=0)
+        """Adam learning rate."""
+        gamma: float = Field(0.9, ge=0, le=1)
+        """Discount factor."""
+        gae_lambda: float = Field(1.0, ge=0, le=1)
+        """GAE lambda (1: Monte-Carlo returns minus the value baseline)."""
+        value_coef: float = Field(0.1, ge=0)
+        """Weight of the critic's squared error in the loss."""
+        entropy_coef: float = Field(0.03, ge=0)
+        """Weight of the entropy bonus."""
+        max_grad_norm: float = Field(4.0, gt=0)
+        """Clip the gradients' global norm to this."""
+        adam_eps: float = Field(1e-8, gt=0)
+        """Adam's epsilon."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def configure_optimizer(self, agent: Agent) -> torch.optim.Optimizer:
+        """Return Adam over the agent's trainable meta-parameters."""
+        parameters = [p for p in agent.parameters() if p.requires_grad]
+        return torch.optim.Adam(parameters, lr=self.config.lr, eps=self.config.adam_eps)
+
+    def loss(self, lifetimes: Lifetimes) -> dict[str, torch.Tensor]:
+        """Return the A2C loss and its parts, averaged over the steps of running lifetimes."""
+        cfg = self.config
+        advantages = generalized_advantages(
+            lifetimes.rewards, lifetimes.values.detach(), lifetimes.alive, cfg.gamma, cfg.gae_lambda
+        )
+        returns = advantages + lifetimes.values.detach()
+        mask = lifetimes.alive.float()
+        count = mask.sum().clamp(min=1.0)
+        policy_loss = -(lifetimes.log_probs * advantages * mask).sum() / count
+        value_loss = 0.5 * ((returns - lifetimes.values).pow(2) * mask).sum() / count
+        entropy = (lifetimes.entropies * mask).sum() / count
+        loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+        return {
+            "loss": loss,
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
+        }
+
+    def training_step(
+        self, agent: Agent, env: BatchedEnv, step: OuterStep
+    ) -> dict[str, torch.Tensor]:
+        """Collect one lifetime per task, take one Adam step, and return detached metrics."""
+        lifetimes = run_lifetimes(agent, env, step.generator)
+        losses = self.loss(lifetimes)
+        step.optimizer.zero_grad(set_to_none=True)
+        step.backward(losses["loss"])
+        parameters = [p for group in step.optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
+        step.optimizer.step()
+        metrics = {name: value.detach() for name, value in losses.items()}
+        metrics["grad_norm"] = grad_norm.detach()
+        metrics["env_steps"] = lifetimes.env_steps.detach().float()
+        for name, value in lifetimes.metrics.items():
+            if value.dim() == 1:
+                metrics[name] = value.detach().nanmean()
+        return metrics
