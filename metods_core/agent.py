@@ -67,8 +67,13 @@ class Agent(nn.Module):
     def encode_action(self, action: torch.Tensor) -> torch.Tensor:
         """Encode actions ``(batch,)`` (discrete) or ``(batch, dim)`` as ``(batch, action_size)``."""
         if isinstance(self.action_space, gym.spaces.Discrete):
-            return nn.functional.one_hot(action.long(), self.action_size).float()
-        return action.reshape(action.shape[0], -1).float()
+            encoded = nn.functional.one_hot(action.long(), self.action_size)
+        else:
+            encoded = action.reshape(action.shape[0], -1)
+        return encoded.to(self._dtype())
+
+    def _dtype(self) -> torch.dtype:
+        return self.encoder[0].weight.dtype
 
     def step(
         self,
@@ -90,9 +95,9 @@ class Agent(nn.Module):
         """
         features = torch.cat(
             [
-                observation.reshape(observation.shape[0], -1).float(),
-                previous_action,
-                previous_reward.unsqueeze(-1).float(),
+                observation.reshape(observation.shape[0], -1).to(self._dtype()),
+                previous_action.to(self._dtype()),
+                previous_reward.unsqueeze(-1).to(self._dtype()),
             ],
             dim=-1,
         )

@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--run-dir", type=Path, help="where to write the run (default: runs/...)")
     train.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR")
+    train.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="with --resume: the checkpoint to continue from (default: the latest readable one)",
+    )
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", help="meta-test a trained run on held-out tasks")
@@ -97,6 +103,8 @@ def _check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
             parser.error("train: with --resume, give overrides only (the recipe is in DIR)")
         args.recipe, args.overrides = None, args.arguments
     else:
+        if args.checkpoint is not None:
+            parser.error("train: --checkpoint goes with --resume DIR")
         if not args.arguments or "=" in args.arguments[0]:
             parser.error("train: give a RECIPE (or --resume DIR)")
         args.recipe, args.overrides = Path(args.arguments[0]), args.arguments[1:]
@@ -143,7 +151,7 @@ def _train(args: argparse.Namespace) -> int:
     from metods_core.training import resume_run, train_recipe
 
     if args.resume is not None:
-        run_dir = resume_run(args.resume, list(args.overrides))
+        run_dir = resume_run(args.resume, list(args.overrides), checkpoint=args.checkpoint)
     else:
         from metods_core.recipe import load_recipe
 

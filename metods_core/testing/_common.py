@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import yaml
 from omegaconf import OmegaConf
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from metods_core.interfaces import ComponentConfig, State
 
@@ -38,7 +38,7 @@ def build_config(cls: type, overrides: Mapping[str, Any]) -> ComponentConfig:
 
 
 def check_config_round_trip(cls: type, /, **config: Any) -> None:
-    """The config survives ``model_dump`` -> YAML -> ``model_validate``, through pyyaml and OmegaConf.
+    """The config survives ``model_dump`` -> YAML -> ``model_validate`` (pyyaml and OmegaConf).
 
     That is the path of a recipe: a saved run directory's resolved recipe must reload exactly.
     """
@@ -164,8 +164,3 @@ def run_suite(
             f"{suite} failed {len(failures)} of {len(checks)} conformance checks:\n"
             + "\n".join(failures)
         ) from first
-
-
-def describe(obj: BaseModel | type) -> str:
-    """Return a short name for messages."""
-    return obj.__name__ if isinstance(obj, type) else type(obj).__name__

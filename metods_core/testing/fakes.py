@@ -44,7 +44,7 @@ class FakeRule(PlasticityRule):
     class Config(ComponentConfig):
         """Parameters of the fake rule."""
 
-        decay: float = Field(0.9, ge=0, le=1)
+        decay: float = Field(default=0.9, ge=0, le=1)
         """Initial decay of the synapses and the trace per step."""
         rate: float = 0.1
         """Initial Hebbian learning rate."""
@@ -76,6 +76,9 @@ class FakeRule(PlasticityRule):
 class FakeReadout(Readout):
     """Linear heads: Categorical for ``Discrete``, clipped diagonal Gaussian for ``Box``."""
 
+    low: torch.Tensor
+    high: torch.Tensor
+
     class Config(ComponentConfig):
         """Parameters of the fake read-out."""
 
@@ -89,12 +92,13 @@ class FakeReadout(Readout):
         self.config = config
         self.action_space = action_space
         self.value = nn.Linear(input_size, 1)
+        self.event_shape: tuple[int, ...] = tuple(action_space.shape or ())
         if isinstance(action_space, gym.spaces.Discrete):
             self.policy = nn.Linear(input_size, int(action_space.n))
         else:
             assert isinstance(action_space, gym.spaces.Box)
-            self.policy = nn.Linear(input_size, int(np.prod(action_space.shape)))
-            self.log_std = nn.Parameter(torch.full(action_space.shape, config.log_std))
+            self.policy = nn.Linear(input_size, int(np.prod(self.event_shape)))
+            self.log_std = nn.Parameter(torch.full(self.event_shape, config.log_std))
             self.register_buffer("low", torch.as_tensor(action_space.low, dtype=torch.float32))
             self.register_buffer("high", torch.as_tensor(action_space.high, dtype=torch.float32))
 
@@ -110,10 +114,9 @@ class FakeReadout(Readout):
         value = self.value(y).squeeze(-1)
         if isinstance(self.action_space, gym.spaces.Discrete):
             return torch.distributions.Categorical(logits=self.policy(y)), value
-        mean = self.policy(y).reshape(y.shape[0], *self.action_space.shape)
+        mean = self.policy(y).reshape(y.shape[0], *self.event_shape)
         normal = torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean))
-        event_dims = len(self.action_space.shape)
-        return torch.distributions.Independent(normal, event_dims), value
+        return torch.distributions.Independent(normal, len(self.event_shape)), value
 
     def sample(
         self, distribution: torch.distributions.Distribution, generator: torch.Generator
@@ -155,11 +158,11 @@ class FakeTasks(TaskSampler):
     class Config(ComponentConfig):
         """Parameters of the fake task family."""
 
-        steps: int = Field(5, ge=1)
+        steps: int = Field(default=5, ge=1)
         """Steps per lifetime; the env truncates after them."""
-        cue_size: int = Field(2, ge=1)
+        cue_size: int = Field(default=2, ge=1)
         """Length of the cue observed at every step."""
-        arms: int = Field(3, ge=2)
+        arms: int = Field(default=3, ge=2)
         """Number of discrete actions (Discrete action space)."""
         continuous: bool = False
         """Use a Box(-1, 1, (2,)) action space instead of Discrete(arms)."""
@@ -237,7 +240,7 @@ class FakeMetaOptimizer(MetaOptimizer):
     class Config(ComponentConfig):
         """Parameters of the fake meta-optimizer."""
 
-        lr: float = Field(0.05, gt=0)
+        lr: float = Field(default=0.05, gt=0)
         """SGD learning rate."""
 
     def __init__(self, config: Config) -> None:

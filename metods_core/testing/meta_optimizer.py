@@ -82,7 +82,9 @@ def check_training_step(cls: type[MetaOptimizer], /, **config: Any) -> None:
     meta_optimizer, agent, optimizer, make_env = _setup(cls, config)
     before = [parameter.detach().clone() for parameter in agent.parameters()]
     for outer in range(2):
-        metrics = meta_optimizer.training_step(agent, make_env(outer), _outer_step(optimizer, outer))
+        metrics = meta_optimizer.training_step(
+            agent, make_env(outer), _outer_step(optimizer, outer)
+        )
         assert isinstance(metrics, dict) and metrics, (
             f"outer step {outer}: training_step returned {metrics!r}, not a dict of metrics"
         )

@@ -173,9 +173,7 @@ def check_state_reset(cls: type[PlasticityRule], /, **config: Any) -> None:
         assert torch.equal(new[mask], init[mask].to(new.dtype)), (
             f"reset: leaf {i} of the masked tasks is not the initial state"
         )
-        assert torch.equal(new[~mask], old[~mask]), (
-            f"reset: leaf {i} of the unmasked tasks changed"
-        )
+        assert torch.equal(new[~mask], old[~mask]), f"reset: leaf {i} of the unmasked tasks changed"
     kept = rule.reset(state, torch.zeros(BATCH, dtype=torch.bool))
     assert _same_state(kept, state), "reset with an all-False mask changed the state"
 

@@ -73,7 +73,9 @@ def _assert_actions(actions: torch.Tensor, action_space: gym.Space, what: str) -
         )
     for i, action in enumerate(actions):
         value = np.asarray(action.detach().cpu())
-        assert action_space.contains(value), f"{what}: task {i}'s action {value} not in {action_space}"
+        assert action_space.contains(value), (
+            f"{what}: task {i}'s action {value} not in {action_space}"
+        )
 
 
 def check_config_round_trip(cls: type[Readout], action_space: gym.Space, /, **config: Any) -> None:
@@ -113,7 +115,9 @@ def check_forward_shapes(cls: type[Readout], action_space: gym.Space, /, **confi
         ("log_prob", distribution.log_prob(action)),
         ("entropy", distribution.entropy()),
     ):
-        assert tensor.shape == (BATCH,), f"{name} has shape {tuple(tensor.shape)}, expected ({BATCH},)"
+        assert tensor.shape == (BATCH,), (
+            f"{name} has shape {tuple(tensor.shape)}, expected ({BATCH},)"
+        )
         assert torch.isfinite(tensor).all(), f"non-finite {name}"
 
 
@@ -130,7 +134,9 @@ def check_sample(cls: type[Readout], action_space: gym.Space, /, **config: Any) 
         "sample used the global RNG: draw with the generator it is given"
     )
     _assert_actions(first, action_space, "sample")
-    assert torch.equal(first, second), "sample with equally seeded generators gave different actions"
+    assert torch.equal(first, second), (
+        "sample with equally seeded generators gave different actions"
+    )
     generator = torch.Generator().manual_seed(1)
     draws = torch.stack([readout.sample(distribution, generator) for _ in range(32)])
     assert not (draws == draws[0]).all(), "32 samples were identical: sample does not sample"
@@ -220,4 +226,6 @@ def check_readout(cls: type[Readout], action_space: gym.Space, /, **config: Any)
     Raises:
         AssertionError: one or more checks failed; the message lists each.
     """
-    run_suite(f"read-out {cls.__name__} in {action_space}", READOUT_CHECKS, cls, action_space, **config)
+    run_suite(
+        f"read-out {cls.__name__} in {action_space}", READOUT_CHECKS, cls, action_space, **config
+    )

@@ -50,7 +50,7 @@ def build_sampler(cls: type[TaskSampler], config: dict[str, Any], seed: int = 0)
 
 
 def random_actions(space: gym.Space, batch: int, generator: torch.Generator) -> torch.Tensor:
-    """Draw ``batch`` uniform actions of a ``Discrete`` or bounded ``Box`` space with ``generator``."""
+    """Draw ``batch`` uniform actions of a ``Discrete`` or bounded ``Box`` ``space``."""
     if isinstance(space, gym.spaces.Discrete):
         start, n = int(space.start), int(space.n)
         return torch.randint(start, start + n, (batch,), generator=generator)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
@@ -35,9 +36,7 @@ def create_loggers(recipe: Recipe, run_dir: Path) -> list[Logger]:
         if id_file.exists():
             run_id = id_file.read_text().strip()
         else:
-            import wandb.util
-
-            run_id = wandb.util.generate_id()
+            run_id = secrets.token_hex(4)
             id_file.write_text(run_id + "\n")
         wandb_config = recipe.logger.wandb
         loggers.append(

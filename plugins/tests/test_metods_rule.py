@@ -11,12 +11,15 @@ from typing import Any
 
 import pytest
 import torch
-
 from metods_plugins.plasticity.metods import MetODSRule
+
+from metods_core.testing import check_plasticity_rule
 
 F64 = torch.float64
 DATA = Path(__file__).resolve().parent / "data" / "metods_test_vectors.json"
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "paper" / "metods_test_vectors.json"
+SHARED = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "paper" / "metods_test_vectors.json"
+)
 VECTORS_FILE = DATA if DATA.exists() else SHARED
 VECTORS: dict[str, Any] = json.loads(VECTORS_FILE.read_text())
 CASES: list[dict[str, Any]] = VECTORS["cases"]
@@ -24,7 +27,7 @@ CASES: list[dict[str, Any]] = VECTORS["cases"]
 
 def tensor(values: Any) -> torch.Tensor:
     """Return ``values`` as a float64 tensor."""
-    return torch.tensor(values, dtype=F64)
+    return torch.as_tensor(values, dtype=F64)
 
 
 def build(n: int = 5, **config: Any) -> MetODSRule:
@@ -55,7 +58,9 @@ def set_coefficients(
 def random_coefficients(steps: int, seed: int = 0) -> tuple[list[list[float]], list[list[float]]]:
     """Return random kappa and beta lists (``s + 1`` scalars for recursion step ``s``)."""
     generator = torch.Generator().manual_seed(seed)
-    kappa = [torch.rand(s + 1, generator=generator, dtype=F64).tolist() for s in range(1, steps + 1)]
+    kappa = [
+        torch.rand(s + 1, generator=generator, dtype=F64).tolist() for s in range(1, steps + 1)
+    ]
     beta = [torch.rand(s + 1, generator=generator, dtype=F64).tolist() for s in range(1, steps + 1)]
     return kappa, beta
 
@@ -86,12 +91,14 @@ def test_reproduces_test_vectors(case: dict[str, Any]) -> None:
     for t, (v0, expected) in enumerate(zip(case["v0_sequence"], case["expected"], strict=True)):
         v_s, weights = rule.step(tensor(v0), weights)
         assert v_s.dtype == F64 and weights.dtype == F64
-        torch.testing.assert_close(
-            v_s, tensor(expected["v_S"]), rtol=0, atol=1e-6, msg=lambda m: f"v_S, step {t}: {m}"
-        )
-        torch.testing.assert_close(
-            weights, tensor(expected["W_S"]), rtol=0, atol=1e-6, msg=lambda m: f"W_S, step {t}: {m}"
-        )
+        for name, got in (("v_S", v_s), ("W_S", weights)):
+            torch.testing.assert_close(
+                got,
+                tensor(expected[name]),
+                rtol=0,
+                atol=1e-6,
+                msg=lambda m, name=name, t=t: f"{name}, step {t}: {m}",
+            )
 
 
 def test_bundled_vectors_match_shared_copy() -> None:
@@ -268,3 +275,21 @@ def test_deep_rule_without_extra_steps_is_the_shallow_rule() -> None:
     weights, v0 = randn(2, 5, 5, seed=3), randn(2, 5, seed=4)
     for a, b in zip(shallow.step(v0, weights), deep.step(v0, weights), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"recursion_steps": 1},
+        {"write": "linear"},
+        {"write": "mlp", "mlp_hidden": 4},
+        {"alpha": "scalar"},
+        {"alpha": "none", "initial_weights": "random"},
+        {"initial_weights": "zeros", "learn_kappa": False, "learn_beta": False},
+        {"sigma": "relu", "recursion_steps": 2},
+    ],
+    ids=lambda config: "-".join(f"{key}={value}" for key, value in config.items()),
+)
+def test_every_variant_conforms(config: dict[str, Any]) -> None:
+    """Each recipe variant of the rule passes the whole plasticity conformance suite."""
+    check_plasticity_rule(MetODSRule, **config)

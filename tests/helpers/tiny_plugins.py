@@ -127,3 +127,30 @@ class RuleWithoutConfig(PlasticityRule):
 
     def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x, state
+
+
+class NaNAfterTwoSteps(MetaOptimizer):
+    """Plain SGD on the sum of the values, whose loss turns NaN at the third call."""
+
+    class Config(ComponentConfig):
+        """No parameters."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.calls = 0
+
+    def configure_optimizer(self, agent):
+        return torch.optim.SGD(agent.parameters(), lr=1e-3)
+
+    def training_step(self, agent, env, step):
+        from metods_core.rollout import run_lifetimes
+
+        self.calls += 1
+        lifetimes = run_lifetimes(agent, env, step.generator)
+        loss = lifetimes.values.mean()
+        if self.calls > 2:
+            loss = loss * float("nan")
+        step.optimizer.zero_grad()
+        step.backward(loss)
+        step.optimizer.step()
+        return {"loss": loss.detach()}

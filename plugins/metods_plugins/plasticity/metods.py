@@ -66,14 +66,13 @@ class MetODSRule(PlasticityRule):
         for s in range(1, steps + 1):
             k = torch.zeros(s + 1)
             b = torch.zeros(s + 1)
-            k[s - 1] = 1.0  # residual: carry v(s-1)
+            k[0] = 1.0  # every recursion re-reads from the input v(0) ...
+            k[s] = 1.0  # ... plus the memory's answer: v(s) = v(0) + sigma(W(s-1) v(s-1))
             b[s - 1] = 1.0  # carry W(s-1)
             if s == 1:
-                k[1] = 1.0
                 b[0] = config.decay_init
                 b[1] = config.write_rate_init
             else:
-                k[s] = config.deep_init
                 b[s] = config.deep_init
             kappa.append(nn.Parameter(k, requires_grad=config.learn_kappa))
             beta.append(nn.Parameter(b, requires_grad=config.learn_beta))

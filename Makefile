@@ -1,0 +1,40 @@
+# Two commands on a fresh machine:
+#   make train   create .venv, install metods + metods-plugins, train and evaluate the Harlow recipe
+#   make test    create/update the same .venv and run the whole test suite
+.PHONY: setup train evaluate test test-fast benchmark lint
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RECIPE ?= recipes/harlow/metods.yaml
+RUN_DIR ?= runs/harlow-metods
+
+# torch is pinned in the same pip command as everything else: unpinned, pip may resolve a
+# multi-GB CUDA build (see docs/install.md).
+$(STAMP): pyproject.toml plugins/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" -e ".[test]" -e ./plugins
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+train: setup
+	$(BIN)/metods train $(RECIPE) --run-dir $(RUN_DIR)
+	$(BIN)/metods evaluate $(RUN_DIR)
+
+evaluate: setup
+	$(BIN)/metods evaluate $(RUN_DIR)
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+benchmark: setup
+	$(BIN)/python benchmarks/harlow_throughput.py
+
+lint: setup
+	$(BIN)/ruff check metods_core plugins tests benchmarks
+	$(BIN)/mypy

@@ -1,0 +1,87 @@
+"""Meta-testing a trained run: metrics with confidence intervals, JSON and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from metods_core.evaluation import evaluate_run, summarise
+from metods_core.recipe import load_recipe
+from metods_core.statistics import mean_and_ci95
+from metods_core.training import train_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+HARLOW = ROOT / "recipes" / "harlow" / "metods.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Harlow run trained for 3 outer steps on 4 tasks."""
+    recipe = load_recipe(
+        HARLOW,
+        [
+            "data.batch_tasks=4",
+            "plasticity.recursion_steps=1",
+            "trainer.max_steps=3",
+            "trainer.log_every_n_steps=1",
+            "logger.wandb.mode=disabled",
+            "evaluation.batch_tasks=16",
+        ],
+    )
+    return train_recipe(recipe, tmp_path_factory.mktemp("eval") / "run")
+
+
+def test_mean_and_ci95_matches_the_normal_approximation() -> None:
+    """The half-width is 1.96 standard errors; NaN entries are left out."""
+    mean, half, count = mean_and_ci95([1.0, 2.0, 3.0, float("nan")])
+    assert (mean, count) == (2.0, 3)
+    assert half == pytest.approx(1.959964 * 1.0 / math.sqrt(3), rel=1e-6)
+    assert math.isnan(mean_and_ci95([5.0])[1])
+
+
+def test_summarise_reports_scalars_and_curves() -> None:
+    """Per-task scalars give mean, ci95 and n; (tasks, K) metrics give per-index curves."""
+    metrics = {
+        "episode_reward": torch.tensor([1.0, 3.0]),
+        "accuracy_by_presentation": torch.tensor([[1.0, 0.0], [0.0, float("nan")]]),
+    }
+    summary = summarise(metrics)
+    assert summary["mean_reward"] == 2.0 and summary["mean_reward_n"] == 2
+    assert summary["accuracy_by_presentation"] == [0.5, 0.0]
+
+
+def test_evaluate_run_writes_json_and_plots(trained_run: Path) -> None:
+    """Harlow's evaluation reports reward and accuracies, and writes PNG plots."""
+    result = evaluate_run(trained_run, episodes=40)
+    for key in ("mean_reward", "accuracy_first", "accuracy_later", "mean_reward_ci95"):
+        assert key in result
+    assert result["mean_reward_n"] == 40
+    assert json.loads((trained_run / "evaluation.json").read_text())["episodes"] == 40
+    assert (trained_run / "training_curve.png").stat().st_size > 0
+    assert (trained_run / "accuracy_by_presentation.png").stat().st_size > 0
+
+
+def test_evaluation_uses_held_out_tasks_and_is_reproducible(trained_run: Path) -> None:
+    """Two evaluations of one run agree exactly (seeded test split)."""
+    first = evaluate_run(trained_run, episodes=20)
+    second = evaluate_run(trained_run, episodes=20)
+    assert first["mean_reward"] == second["mean_reward"]
+
+
+def test_cli_evaluate_json(trained_run: Path) -> None:
+    """`metods evaluate RUN --json` prints one JSON object with the Harlow keys."""
+    result = subprocess.run(
+        [sys.executable, "-m", "metods_core.cli", "evaluate", str(trained_run), "--json",
+         "--episodes", "16"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    data = json.loads(result.stdout)
+    assert {"mean_reward", "accuracy_first", "accuracy_later"} <= data.keys()
