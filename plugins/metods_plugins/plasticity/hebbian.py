@@ -1,0 +1,96 @@
+"""Differentiable plasticity: Hebbian traces on recurrent weights (Miconi, Clune & Stanley 2018).
+
+"Differentiable plasticity: training plastic neural networks with backpropagation" (ICML 2018).
+A recurrent layer whose connection i -> j has a fixed part w_ij and a plastic part
+alpha_ij * Hebb_ij, both meta-learned; only the trace Hebb changes within a lifetime::
+
+    h_t   = tanh(U x_t + b + (W + alpha * Hebb_{t-1}) h_{t-1})          # * element-wise
+    decay: Hebb_t = (1 - eta) Hebb_{t-1} + eta h_t h_{t-1}^T
+    oja:   Hebb_t = Hebb_{t-1} + eta h_t * (h_{t-1}^T - h_t * Hebb_{t-1})  # row j: post_j
+    Hebb_t <- clip(Hebb_t, -clip, clip)
+
+Matrices are stored ``(n_post, n_pre)``, so the paper's Hebb_ij (pre i, post j) is our
+``hebb[j, i]``. The output is h_t; the state is (h_t, Hebb_t), both zero at the start of a
+lifetime. The input x_t enters through the input weight U (the paper's network is driven by
+its inputs the same way).
+
+Our choices where the paper leaves room: eta = sigmoid(a learned logit), so the decaying trace
+is a convex combination and stays in [-1, 1] without clipping; alpha starts at a constant
+(``alpha_init``) rather than random; the clip bounds Oja's rule, whose trace can grow when
+post-synaptic activity is small.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from metods_core.interfaces import ComponentConfig, PlasticityRule
+
+
+class HebbianState(NamedTuple):
+    """State of the Hebbian layer."""
+
+    hidden: torch.Tensor
+    """h_t, the recurrent activity and output: ``(batch, hidden_size)``."""
+    hebb: torch.Tensor
+    """Hebb_t, the plastic trace: ``(batch, n_post, n_pre)`` with n_post = n_pre = hidden."""
+
+
+class HebbianRule(PlasticityRule):
+    """Recurrent layer with plastic weights W + alpha * Hebb (Miconi et al. 2018)."""
+
+    class Config(ComponentConfig):
+        """Parameters of the differentiable-plasticity layer."""
+
+        hidden_size: int | None = Field(None, gt=0)
+        """Recurrent units, the output width (None: the input size)."""
+        rule: Literal["decay", "oja"] = "decay"
+        """Trace update: decaying Hebb (1-eta) Hebb + eta post pre^T, or Oja's rule."""
+        alpha: Literal["elementwise", "scalar"] = "elementwise"
+        """Plasticity coefficients: one per connection, or one for the layer."""
+        alpha_init: float = 0.1
+        """Initial value of every plasticity coefficient alpha."""
+        eta_init: float = Field(0.1, gt=0, lt=1)
+        """Initial trace rate eta (learned, kept in (0, 1) by a sigmoid)."""
+        clip: float = Field(1.0, gt=0)
+        """Bound of the trace: Hebb is clipped to [-clip, clip] after every update."""
+
+    def __init__(self, config: Config, input_size: int) -> None:
+        super().__init__()
+        self.config = config
+        n = config.hidden_size or input_size
+        self.output_size = n
+        self.input = nn.Linear(input_size, n)
+        self.weights = nn.Parameter(torch.empty(n, n).uniform_(-1 / n**0.5, 1 / n**0.5))
+        alpha_shape = (n, n) if config.alpha == "elementwise" else (1,)
+        self.alpha = nn.Parameter(torch.full(alpha_shape, config.alpha_init))
+        eta = config.eta_init
+        self.eta_logit = nn.Parameter(torch.tensor(math.log(eta / (1 - eta))))
+
+    def init_state(self, batch_size: int) -> HebbianState:
+        """Return h_0 = 0 ``(batch, N)`` and Hebb_0 = 0 ``(batch, N, N)``."""
+        n = self.output_size
+        return HebbianState(
+            self.weights.new_zeros(batch_size, n), self.weights.new_zeros(batch_size, n, n)
+        )
+
+    def step(self, x: torch.Tensor, state: HebbianState) -> tuple[torch.Tensor, HebbianState]:
+        """Update h and Hebb from ``x`` ``(batch, input_size)``; output h_t ``(batch, N)``."""
+        # ---- Miconi et al. 2018: plastic recurrent read, then the Hebbian trace update ----
+        pre, hebb = state
+        plastic = self.weights + self.alpha * hebb  # (batch, n_post, n_pre)
+        recurrent = torch.bmm(plastic, pre.unsqueeze(-1)).squeeze(-1)
+        post = torch.tanh(self.input(x) + recurrent)
+        eta = torch.sigmoid(self.eta_logit)
+        coactivity = post.unsqueeze(-1) * pre.unsqueeze(-2)  # post_j pre_i at [j, i]
+        if self.config.rule == "decay":
+            hebb = (1 - eta) * hebb + eta * coactivity
+        else:
+            hebb = hebb + eta * (coactivity - post.unsqueeze(-1).square() * hebb)
+        hebb = hebb.clamp(-self.config.clip, self.config.clip)
+        return post, HebbianState(post, hebb)
