@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import gymnasium as gym
 import torch
@@ -60,12 +60,25 @@ class Agent(nn.Module):
         self.rule = rule
         self.readout = readout
 
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Return optimizer parameter groups of the trainable meta-parameters.
+
+        Parameters share the base rate ``lr`` except those the rule scales through
+        ``PlasticityRule.learning_rate_scales``; each distinct rate is one group.
+        """
+        scales = {f"rule.{name}": scale for name, scale in self.rule.learning_rate_scales().items()}
+        groups: dict[float, list[nn.Parameter]] = {}
+        for name, parameter in self.named_parameters():
+            if parameter.requires_grad:
+                groups.setdefault(lr * scales.get(name, 1.0), []).append(parameter)
+        return [{"params": params, "lr": rate} for rate, params in groups.items()]
+
     def init_state(self, batch_size: int) -> State:
         """Return the rule's state at the start of ``batch_size`` lifetimes."""
         return self.rule.init_state(batch_size)
 
     def encode_action(self, action: torch.Tensor) -> torch.Tensor:
-        """Encode actions ``(batch,)`` (discrete) or ``(batch, dim)`` as ``(batch, action_size)``."""
+        """Encode actions ``(batch,)`` or ``(batch, dim)`` as ``(batch, action_size)``."""
         if isinstance(self.action_space, gym.spaces.Discrete):
             encoded = nn.functional.one_hot(action.long(), self.action_size)
         else:

@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MetodsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # `metods plugins | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -72,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         type=Path,
         metavar="PATH",
-        help="with --resume: the checkpoint to continue from (default: the latest readable one)",
+        help="with --resume: the checkpoint to continue from (default: last.ckpt; if it is "
+        "unreadable, the error lists the earlier ones)",
     )
     train.set_defaults(handler=_train)
 
@@ -92,6 +96,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="recipe override for evaluation (repeatable)",
     )
     evaluate.set_defaults(handler=_evaluate)
+
+    ablate = commands.add_parser(
+        "ablate",
+        help="train and evaluate a grid of recipe variants over seeds; tabulate and plot",
+        usage="metods ablate RECIPE [key=value ...] --grid key=v1,v2 [--grid ...] [--seeds N] "
+        "[--jobs J] [--out DIR]\n       metods ablate ABLATION.yaml [key=value ...] [--jobs J] "
+        "[--out DIR]",
+        description="Run every combination of the grid's values for each seed, J runs at a "
+        "time, then write results.csv, summary.md, ablation.png and ablation.json into OUT. "
+        "Running the same command again skips finished runs and resumes interrupted ones.",
+    )
+    ablate.add_argument(
+        "arguments",
+        metavar="FILE key=value",
+        nargs="*",
+        help="a recipe or an ablation file (one with a `grid:`), then overrides for every run",
+    )
+    ablate.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="key=v1,v2",
+        help="with a RECIPE: a recipe key and its values (repeatable; `recipe=a.yaml,b.yaml` "
+        "varies the recipe file)",
+    )
+    ablate.add_argument("--seeds", help="with a RECIPE: a count N (seeds 0..N-1) or a list 0,3,7")
+    ablate.add_argument("--jobs", type=int, default=1, help="runs at a time (default: 1)")
+    ablate.add_argument("--out", type=Path, help="output folder (default: ablations/<file stem>)")
+    ablate.add_argument("--episodes", type=int, help="held-out lifetimes per evaluation")
+    ablate.set_defaults(handler=_ablate)
     return parser
 
 
@@ -169,6 +203,46 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         print(format_table(result))
     return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    import shlex
+
+    from metods_core.ablation import (
+        ablation_from_grid,
+        is_ablation_file,
+        load_ablation,
+        run_ablation,
+    )
+
+    if not args.arguments or "=" in args.arguments[0]:
+        raise MetodsError("ablate: give a RECIPE or an ABLATION file, then overrides")
+    if args.jobs < 1 or (args.episodes is not None and args.episodes < 1):
+        raise MetodsError("ablate: --jobs and --episodes must be at least 1")
+    path, overrides = Path(args.arguments[0]), args.arguments[1:]
+    if is_ablation_file(path):
+        if args.grid or args.seeds is not None:
+            raise MetodsError(
+                f"{path} is an ablation file, which sets the grid and the seeds; --grid and "
+                "--seeds go with a RECIPE"
+            )
+        ablation = load_ablation(path, overrides, args.out, args.episodes)
+    else:
+        seeds = args.seeds if args.seeds is not None else 1
+        ablation = ablation_from_grid(path, args.grid, seeds, overrides, args.out, args.episodes)
+    options = [f"--grid={item}" for item in args.grid]
+    options += [] if args.seeds is None else [f"--seeds={args.seeds}"]
+    options += [f"--jobs={args.jobs}", f"--out={ablation.out}"]
+    options += [] if args.episodes is None else [f"--episodes={args.episodes}"]
+    command = shlex.join(["metods", "ablate", *args.arguments, *options])
+    result = run_ablation(ablation, args.jobs, command)
+    for written in result.files:
+        print(f"wrote {written}")
+    for outcome in result.failed:
+        print(f"failed: {outcome.run.name}: {outcome.error}", file=sys.stderr)
+    done = len(result.outcomes) - len(result.failed)
+    print(f"{done}/{len(result.outcomes)} runs done in {result.wall_time_s:.0f} s")
+    return 1 if result.failed else 0
 
 
 def _jsonable(value: Any) -> Any:

@@ -12,6 +12,7 @@ import torch
 
 from metods_core.components import create_task_sampler
 from metods_core.errors import MetodsError
+from metods_core.interfaces import TaskSampler
 from metods_core.rollout import run_lifetimes
 from metods_core.statistics import mean_and_ci95
 from metods_core.training.checkpoints import find_resume_checkpoint, read_checkpoint
@@ -43,10 +44,18 @@ def load_trained_module(
 
 @torch.no_grad()
 def meta_test(
-    module: MetaLearningModule, episodes: int, batch_tasks: int, greedy: bool, seed: int
+    module: MetaLearningModule,
+    episodes: int,
+    batch_tasks: int,
+    greedy: bool,
+    seed: int,
+    sampler: TaskSampler | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Run ``episodes`` held-out lifetimes; return each metric concatenated over tasks."""
-    sampler = create_task_sampler(module.recipe)
+    """Run ``episodes`` held-out lifetimes; return each metric concatenated over tasks.
+
+    ``sampler`` replaces the run's own task sampler (another test condition of the same family).
+    """
+    sampler = sampler or create_task_sampler(module.recipe)
     generator = torch.Generator().manual_seed(derive_seed(seed, "meta-test"))
     collected: dict[str, list[torch.Tensor]] = {}
     remaining = episodes
@@ -110,6 +119,12 @@ def evaluate_run(
     greedy = recipe.evaluation.greedy if greedy is None else greedy
     metrics = meta_test(module, episodes, recipe.evaluation.batch_tasks, greedy, recipe.seed)
     summary = summarise(metrics)
+    for condition, changes in module.sampler.evaluation_conditions().items():
+        sampler = module.recipe.task.cls(module.recipe.task.config.model_copy(update=changes))
+        extra = meta_test(
+            module, episodes, recipe.evaluation.batch_tasks, greedy, recipe.seed, sampler
+        )
+        summary.update({f"{condition}/{k}": v for k, v in summarise(extra).items()})
     summary.update(
         {
             "run_dir": str(run_dir),

@@ -14,7 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402  # the backend must be chosen firs
 import torch  # noqa: E402
 
 
-def read_training_log(run_dir: Path, column: str = "train/episode_reward") -> list[tuple[int, float]]:
+def read_training_log(
+    run_dir: Path, column: str = "train/episode_reward"
+) -> list[tuple[int, float]]:
     """Return ``(step, value)`` pairs of ``column`` from every CSV log of the run, by step.
 
     A resumed run writes a new ``logs/version_K``; later versions win for repeated steps.

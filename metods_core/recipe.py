@@ -107,9 +107,10 @@ class TrainerConfig(BaseModel):
     checkpoint_every_n_steps: int = Field(default=100, gt=0)
     """Save a resumable checkpoint every this many outer steps."""
     num_threads: int | None = Field(default=None, gt=0)
-    """Torch threads per process; None lets metods choose (1 per process when they share cores)."""
+    """Torch threads per process; None: torch's default, or the cores split evenly over the
+    processes of a multi-device run on this node."""
     compile: bool = False
-    """torch.compile the agent's step function (faster long runs, slower start)."""
+    """torch.compile the plasticity rule's step, the hot path (faster long runs, slower start)."""
 
 
 class WandbConfig(BaseModel):

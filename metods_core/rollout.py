@@ -53,7 +53,9 @@ def run_lifetimes(
     running = torch.ones(batch, dtype=torch.bool, device=device)
     rewards, values, log_probs, entropies, alive = [], [], [], [], []
     for _ in range(env.lifetime_steps):
-        distribution, value, state = agent.step(observation, previous_action, previous_reward, state)
+        distribution, value, state = agent.step(
+            observation, previous_action, previous_reward, state
+        )
         if greedy:
             action = agent.readout.mode(distribution)
         else:

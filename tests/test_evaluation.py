@@ -77,8 +77,16 @@ def test_evaluation_uses_held_out_tasks_and_is_reproducible(trained_run: Path) -
 def test_cli_evaluate_json(trained_run: Path) -> None:
     """`metods evaluate RUN --json` prints one JSON object with the Harlow keys."""
     result = subprocess.run(
-        [sys.executable, "-m", "metods_core.cli", "evaluate", str(trained_run), "--json",
-         "--episodes", "16"],
+        [
+            sys.executable,
+            "-m",
+            "metods_core.cli",
+            "evaluate",
+            str(trained_run),
+            "--json",
+            "--episodes",
+            "16",
+        ],
         capture_output=True,
         text=True,
         check=True,

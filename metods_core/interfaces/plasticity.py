@@ -41,6 +41,14 @@ class PlasticityRule(nn.Module, abc.ABC):
             The output of shape ``(batch, output_size)`` and the new state.
         """
 
+    def learning_rate_scales(self) -> dict[str, float]:
+        """Return learning-rate multipliers by parameter name (as in ``named_parameters``).
+
+        Parameters not named keep the optimizer's rate. Meta-optimizers honour these through
+        ``Agent.parameter_groups``.
+        """
+        return {}
+
     def reset(self, state: State, mask: torch.Tensor) -> State:
         """Re-initialise the lifetimes selected by the boolean ``mask`` of shape ``(batch,)``."""
         from metods_core.interfaces.state import where_state

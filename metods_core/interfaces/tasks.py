@@ -82,6 +82,14 @@ class TaskSampler(abc.ABC):
     def make_env(self, tasks: TaskBatch) -> BatchedEnv:
         """Build the batched environment of ``tasks``, on the device of the batch's tensors."""
 
+    def evaluation_conditions(self) -> dict[str, dict[str, Any]]:
+        """Return extra meta-test conditions: a name -> ``Config`` field overrides.
+
+        ``metods evaluate`` reports the held-out metrics as trained, then again under each
+        condition with the metric names prefixed by ``<name>/`` (for example larger mazes).
+        """
+        return {}
+
     def main_metric(self) -> str:
         """Return the name of the metric that ranks agents on this task family."""
         return "episode_reward"

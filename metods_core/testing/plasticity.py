@@ -180,8 +180,18 @@ def check_state_reset(cls: type[PlasticityRule], /, **config: Any) -> None:
 
 def check_gradients(cls: type[PlasticityRule], /, **config: Any) -> None:
     """A loss on the outputs of a few steps gives every trainable parameter and the input a
-    finite, non-zero gradient (backprop through time reaches every meta-parameter)."""
+    finite, non-zero gradient (backprop through time reaches every meta-parameter).
+
+    The check runs at a slightly perturbed point: a rule may start exactly at a saddle on
+    purpose (a zero-initialised gate silences the gradient of what it gates, as in ReZero), and
+    the property checked is that the graph connects every parameter, not the initial value.
+    """
     rule = build_rule(cls, config)
+    noise = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for parameter in rule.parameters():
+            if parameter.requires_grad and parameter.is_floating_point():
+                parameter.add_(1e-2 * torch.randn(parameter.shape, generator=noise).to(parameter))
     inputs = _inputs().requires_grad_(True)
     outputs, _ = _unroll(rule, inputs, _init_state(rule))
     weights = torch.randn(outputs.shape, generator=torch.Generator().manual_seed(3))

@@ -18,7 +18,7 @@ class CheckpointError(MetodsError):
 
 
 def create_checkpoint_callbacks(run_dir: Path, every_n_steps: int) -> list[Callback]:
-    """Save ``step=NNNNNN.ckpt`` every ``every_n_steps`` (two kept) and ``last.ckpt`` always."""
+    """Save ``step=NNNNNN.ckpt`` every ``every_n_steps`` (two kept), and ``last.ckpt`` with it."""
     periodic = ModelCheckpoint(
         dirpath=run_dir / CHECKPOINT_DIR,
         filename="step={step:06d}",
@@ -27,16 +27,24 @@ def create_checkpoint_callbacks(run_dir: Path, every_n_steps: int) -> list[Callb
         save_top_k=2,
         monitor="step",
         mode="max",
-        save_last=True,
+        save_last=False,
     )
-    return [periodic, FinalCheckpoint(run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT)]
+    return [periodic, LastCheckpoint(run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT, every_n_steps)]
 
 
-class FinalCheckpoint(Callback):
-    """Write ``last.ckpt`` when training ends, whatever the step count."""
+class LastCheckpoint(Callback):
+    """Keep ``last.ckpt`` current: every ``every_n_steps`` steps and when training ends."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, every_n_steps: int) -> None:
         self.path = path
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        """Save after every ``every_n_steps``-th outer step."""
+        if trainer.global_step % self.every_n_steps == 0:
+            trainer.save_checkpoint(self.path)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Save the final state (rank 0 writes, every rank takes part)."""
@@ -72,7 +80,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a metods checkpoint (no state_dict inside)")
     for name, tensor in checkpoint["state_dict"].items():
-        if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        if (
+            torch.is_tensor(tensor)
+            and tensor.is_floating_point()
+            and not torch.isfinite(tensor).all()
+        ):
             raise CheckpointError(
                 f"checkpoint {path} holds non-finite values in {name}; resume from an earlier "
                 "checkpoint with --checkpoint PATH"

@@ -27,7 +27,9 @@ class TaskBatchStream(IterableDataset):
     def __iter__(self) -> Iterator[TaskBatch]:
         step = self.start_step
         while True:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, "tasks", self.rank, step))
+            generator = torch.Generator().manual_seed(
+                derive_seed(self.seed, "tasks", self.rank, step)
+            )
             yield self.sampler.sample(self.batch_tasks, "train", generator)
             step += 1
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from metods_core.recipe import Recipe, recipe_to_dict
+from metods_core.training.run_dir import collect_versions
 
 WANDB_ID_FILE = "wandb_id.txt"
 
@@ -50,7 +51,7 @@ def create_loggers(recipe: Recipe, run_dir: Path) -> list[Logger]:
                 id=run_id,
                 resume="allow",
                 mode=mode,
-                config=recipe_to_dict(recipe),
+                config={**recipe_to_dict(recipe), "versions": collect_versions()},
             )
         )
     return loggers

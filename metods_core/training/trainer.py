@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,12 +12,22 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
+from metods_core.errors import MetodsError
 from metods_core.recipe import Recipe
-from metods_core.training.checkpoints import create_checkpoint_callbacks, find_resume_checkpoint
+from metods_core.training.checkpoints import (
+    create_checkpoint_callbacks,
+    find_resume_checkpoint,
+    read_checkpoint,
+)
 from metods_core.training.data import TaskDataModule
 from metods_core.training.loggers import create_loggers
 from metods_core.training.module import MetaLearningModule
-from metods_core.training.run_dir import default_run_dir, read_run_recipe, write_run_files
+from metods_core.training.run_dir import (
+    RECIPE_FILE,
+    default_run_dir,
+    read_run_recipe,
+    write_run_files,
+)
 
 _RUN_DIR_ENV = "METODS_RUN_DIR"
 """Set by the launching process so that DDP ranks started later write to the same run."""
@@ -40,11 +51,11 @@ def _set_threads(recipe: Recipe) -> None:
         torch.set_num_threads(threads)
 
 
-def create_trainer(
-    recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] = ()
-) -> L.Trainer:
+def create_trainer(recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] = ()) -> L.Trainer:
     """Return the Lightning Trainer the recipe asks for, logging and saving into ``run_dir``."""
     config = recipe.trainer
+    # The checkpoint holds the state after the outer step, which is what resuming needs.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     return L.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
@@ -68,12 +79,14 @@ def create_trainer(
 
 
 def _fit(
-    recipe: Recipe, run_dir: Path, checkpoint: Path | None, callbacks: Sequence[Callback]
+    module: MetaLearningModule,
+    run_dir: Path,
+    checkpoint: Path | None,
+    callbacks: Sequence[Callback],
 ) -> Path:
-    _set_threads(recipe)
+    recipe = module.recipe
     os.environ[_RUN_DIR_ENV] = str(run_dir)
     try:
-        module = MetaLearningModule(recipe)
         data = TaskDataModule(module.sampler, recipe.data.batch_tasks, recipe.seed)
         trainer = create_trainer(recipe, run_dir, callbacks)
         trainer.fit(module, datamodule=data, ckpt_path=checkpoint)
@@ -85,13 +98,24 @@ def _fit(
 def train_recipe(
     recipe: Recipe, run_dir: Path | None = None, callbacks: Sequence[Callback] = ()
 ) -> Path:
-    """Meta-train ``recipe`` in a new run directory and return the directory."""
+    """Meta-train ``recipe`` in a new run directory and return the directory.
+
+    Raises:
+        MetodsError: ``run_dir`` already holds a run (resume it instead; nothing is overwritten).
+    """
     inherited = os.environ.get(_RUN_DIR_ENV)
     run_dir = Path(inherited) if inherited else (run_dir or default_run_dir(recipe))
+    if not inherited and (run_dir / RECIPE_FILE).exists():
+        raise MetodsError(
+            f"{run_dir} already holds a run; continue it with `metods train --resume {run_dir}`, "
+            "or choose another --run-dir (nothing was overwritten)"
+        )
+    _set_threads(recipe)
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
+    module = MetaLearningModule(recipe)
     if rank_zero_only.rank == 0 and not inherited:
         write_run_files(run_dir, recipe)
-    L.seed_everything(recipe.seed, workers=True, verbose=False)
-    return _fit(recipe, run_dir, None, callbacks)
+    return _fit(module, run_dir, None, callbacks)
 
 
 def resume_run(
@@ -100,14 +124,24 @@ def resume_run(
     checkpoint: Path | None = None,
     callbacks: Sequence[Callback] = (),
 ) -> Path:
-    """Continue the run in ``run_dir`` from its latest readable checkpoint.
+    """Continue the run in ``run_dir`` from its latest checkpoint (or ``checkpoint``).
 
-    ``overrides`` may change how the run continues (``trainer.max_steps=6000``); the updated
-    recipe is written back to the run directory.
+    ``overrides`` may change how the run continues (``trainer.max_steps=6000``); they are
+    checked against the checkpoint before the updated recipe is written back to ``run_dir``.
     """
     recipe = read_run_recipe(run_dir, list(overrides))
     path = find_resume_checkpoint(run_dir, checkpoint)
+    _set_threads(recipe)
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
+    module = MetaLearningModule(recipe)
+    try:
+        module.load_state_dict(read_checkpoint(path)["state_dict"])
+    except RuntimeError as error:
+        raise MetodsError(
+            f"checkpoint {path} does not fit the recipe with overrides {list(overrides)}: "
+            f"{str(error).splitlines()[0]} Only overrides that keep the model's shape can "
+            "change a run in progress; start a new run for the others."
+        ) from None
     if rank_zero_only.rank == 0 and overrides and not os.environ.get(_RUN_DIR_ENV):
         write_run_files(run_dir, recipe)
-    L.seed_everything(recipe.seed, workers=True, verbose=False)
-    return _fit(recipe, run_dir, path, callbacks)
+    return _fit(module, run_dir, path, callbacks)

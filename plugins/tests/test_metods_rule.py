@@ -257,24 +257,40 @@ def test_frozen_coefficients_get_no_gradient(frozen: str) -> None:
 
 
 def test_initial_coefficients() -> None:
-    """beta_1 = (decay_init, write_rate_init), kappa_1 = (1, 1); deeper steps carry the
-    previous level with weight 1 and add deep_init of the new read and write."""
+    """beta_1 = (decay_init, write_rate_init), kappa_1 = (1, 1); deeper steps carry v(s-1) and
+    W(1) with weight 1 and start their own read and write at deep_init."""
     rule = build(recursion_steps=3, decay_init=0.8, write_rate_init=0.3, deep_init=0.05)
     assert rule.kappa[0].tolist() == [1.0, 1.0]
     assert rule.beta[0].tolist() == pytest.approx([0.8, 0.3])
     assert rule.kappa[2].tolist() == pytest.approx([0.0, 0.0, 1.0, 0.05])
-    assert rule.beta[2].tolist() == pytest.approx([0.0, 0.0, 1.0, 0.05])
+    assert rule.beta[2].tolist() == pytest.approx([0.0, 1.0, 0.0, 0.05])
 
 
-def test_deep_rule_without_extra_steps_is_the_shallow_rule() -> None:
-    """With deep_init = 0 the extra recursion steps are identities: S = 4 gives S = 1."""
+def test_deep_rule_starts_as_the_shallow_rule() -> None:
+    """With the default deep_init = 0, S = 4 computes exactly the S = 1 rule over a lifetime."""
     torch.manual_seed(0)
     shallow = build(recursion_steps=1)
     torch.manual_seed(0)
-    deep = build(recursion_steps=4, deep_init=0.0)
-    weights, v0 = randn(2, 5, 5, seed=3), randn(2, 5, seed=4)
-    for a, b in zip(shallow.step(v0, weights), deep.step(v0, weights), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    deep = build(recursion_steps=4)
+    weights_shallow = weights_deep = randn(2, 5, 5, seed=3)
+    for t in range(5):
+        v0 = randn(2, 5, seed=10 + t)
+        out_shallow, weights_shallow = shallow.step(v0, weights_shallow)
+        out_deep, weights_deep = deep.step(v0, weights_deep)
+        torch.testing.assert_close(out_shallow, out_deep, rtol=0, atol=1e-12)
+        torch.testing.assert_close(weights_shallow, weights_deep, rtol=0, atol=1e-12)
+
+
+def test_deep_coefficients_learn_at_a_scaled_rate() -> None:
+    """Coefficients of s >= 2 get rate 1/S by default (deep_lr_scale), the rest full rate."""
+    rule = build(recursion_steps=4)
+    scales = rule.learning_rate_scales()
+    assert set(scales) == {f"{f}.{i}" for f in ("kappa", "beta") for i in (1, 2, 3)}
+    assert set(scales.values()) == {0.25}
+    names = {name for name, _ in rule.named_parameters()}
+    assert set(scales) <= names
+    assert build(recursion_steps=2, deep_lr_scale=0.1).learning_rate_scales()["beta.1"] == 0.1
+    assert build(recursion_steps=1).learning_rate_scales() == {}
 
 
 @pytest.mark.parametrize(

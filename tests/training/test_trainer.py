@@ -50,7 +50,10 @@ def test_train_writes_a_complete_run_directory(tmp_path: Path) -> None:
     assert (run_dir / "recipe.yaml").is_file()
     versions = json.loads((run_dir / "versions.json").read_text())
     assert versions["packages"]["torch"] and versions["plugins"]["plasticity"]
-    assert {p.name for p in (run_dir / "checkpoints").iterdir()} >= {"last.ckpt", "step=000004.ckpt"}
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} >= {
+        "last.ckpt",
+        "step=000004.ckpt",
+    }
     metrics = (run_dir / "logs" / "version_0" / "metrics.csv").read_text()
     assert "train/episode_reward" in metrics and "train/loss" in metrics
     assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
@@ -103,15 +106,15 @@ def test_corrupt_checkpoint_gives_one_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "cannot be read" in result.stderr and "Traceback" not in result.stderr
-    resume_run(run_dir, ["trainer.max_steps=6"], checkpoint=run_dir / "checkpoints" / "step=000004.ckpt")
+    resume_run(
+        run_dir, ["trainer.max_steps=6"], checkpoint=run_dir / "checkpoints" / "step=000004.ckpt"
+    )
     assert read_checkpoint(last)["global_step"] == 6
 
 
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path: Path, tiny_plugins: str) -> None:
     """A meta-optimizer whose loss turns NaN stops the run with NonFiniteError; checkpoints stay."""
-    recipe = tiny_recipe(
-        "meta_optimizer.name=tiny_plugins:NaNAfterTwoSteps", "trainer.max_steps=6"
-    )
+    recipe = tiny_recipe("meta_optimizer.name=tiny_plugins:NaNAfterTwoSteps", "trainer.max_steps=6")
     with pytest.raises(NonFiniteError, match="diverged"):
         train_recipe(recipe, tmp_path / "run")
     assert (tmp_path / "run" / "checkpoints" / "step=000002.ckpt").is_file()

@@ -57,9 +57,9 @@ class A2CMetaOptimizer(MetaOptimizer):
         self.config = config
 
     def configure_optimizer(self, agent: Agent) -> torch.optim.Optimizer:
-        """Return Adam over the agent's trainable meta-parameters."""
-        parameters = [p for p in agent.parameters() if p.requires_grad]
-        return torch.optim.Adam(parameters, lr=self.config.lr, eps=self.config.adam_eps)
+        """Return Adam over the agent's trainable meta-parameters (with the rule's lr scales)."""
+        groups = agent.parameter_groups(self.config.lr)
+        return torch.optim.Adam(groups, lr=self.config.lr, eps=self.config.adam_eps)
 
     def loss(self, lifetimes: Lifetimes) -> dict[str, torch.Tensor]:
         """Return the A2C loss and its parts, averaged over the steps of running lifetimes."""

@@ -22,7 +22,9 @@ class CategoricalReadout(Readout):
     def __init__(self, config: Config, input_size: int, action_space: gym.Space) -> None:
         super().__init__()
         if not self.supports(action_space):
-            raise ValueError(f"categorical read-out needs a Discrete action space, got {action_space}")
+            raise ValueError(
+                f"categorical read-out needs a Discrete action space, got {action_space}"
+            )
         assert isinstance(action_space, gym.spaces.Discrete)
         self.config = config
         width = input_size

@@ -1,0 +1,234 @@
+"""An ablation's outcome: results.csv (one row per run), summary.md (per cell), ablation.png."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from metods_core.statistics import mean_and_ci95
+
+if TYPE_CHECKING:
+    from metods_core.ablation.spec import Ablation
+    from metods_core.ablation.state import RunOutcome
+
+RUN_COLUMNS = ("run", "cell", "seed", "status", "action", "wall_time_s", "error")
+"""Columns of results.csv besides the grid keys (after ``cell``) and the metrics (at the end)."""
+_NOT_METRICS = ("episodes",)
+"""Scalar entries of evaluation.json that describe the evaluation rather than measure the agent."""
+
+
+def main_metric_key(evaluation: dict[str, Any]) -> str:
+    """Return the evaluation.json key of the task family's main metric."""
+    name = evaluation.get("main_metric") or "episode_reward"
+    return "mean_reward" if name == "episode_reward" else str(name)
+
+
+def scalar_metrics(evaluation: dict[str, Any]) -> dict[str, float | int]:
+    """Return every scalar metric of an evaluation (``None``, an undefined metric, as NaN)."""
+    return {
+        key: math.nan if value is None else value
+        for key, value in evaluation.items()
+        if key not in _NOT_METRICS
+        and (value is None or (isinstance(value, int | float) and not isinstance(value, bool)))
+    }
+
+
+def results_rows(grid_keys: Sequence[str], outcomes: Sequence[RunOutcome]) -> list[dict[str, Any]]:
+    """Return one results.csv row per run: its grid values, seed, status, time and metrics."""
+    rows = []
+    for outcome in outcomes:
+        run = outcome.run
+        row: dict[str, Any] = {"run": run.name, "cell": run.cell}
+        row.update({key: run.values[key] for key in grid_keys})
+        row.update(
+            seed=run.seed,
+            status=outcome.status,
+            action=outcome.action,
+            wall_time_s=None if outcome.wall_time_s is None else round(outcome.wall_time_s, 1),
+            error=outcome.error or "",
+        )
+        row.update(scalar_metrics(outcome.evaluation or {}))
+        rows.append(row)
+    return rows
+
+
+def metric_columns(rows: Sequence[dict[str, Any]], grid_keys: Sequence[str]) -> list[str]:
+    """Return the metric columns of ``rows`` in first-seen order."""
+    fixed = {*RUN_COLUMNS, *grid_keys}
+    return list(dict.fromkeys(key for row in rows for key in row if key not in fixed))
+
+
+def summarise(rows: Sequence[dict[str, Any]], grid_keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Return one entry per grid cell: its values, finished and failed seeds, and per metric
+    (``<name>`` columns, not ``_ci95``/``_n``) the mean, 95 % CI half-width and count over the
+    finished seeds (``mean_and_ci95``). Works on rows read back from results.csv as well.
+    """
+    cells: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        cells.setdefault(str(row["cell"]), []).append(row)
+    columns = metric_columns(rows, grid_keys)
+    metrics = [name for name in columns if not name.endswith(("_ci95", "_n"))]
+    summary = []
+    for cell, members in cells.items():
+        done = [row for row in members if row["status"] == "done"]
+        summary.append(
+            {
+                "cell": cell,
+                "values": {key: members[0].get(key) for key in grid_keys},
+                "n": len(done),
+                "failed": len(members) - len(done),
+                "metrics": {m: mean_and_ci95([_number(r.get(m)) for r in done]) for m in metrics},
+            }
+        )
+    return summary
+
+
+def write_tables(
+    out: Path,
+    ablation: Ablation,
+    outcomes: Sequence[RunOutcome],
+    command: str,
+    wall_time_s: float,
+) -> list[Path]:
+    """Write ``results.csv`` and ``summary.md`` into ``out``; return their paths."""
+    grid_keys = list(ablation.grid)
+    rows = results_rows(grid_keys, outcomes)
+    columns = ["run", "cell", *grid_keys, *RUN_COLUMNS[2:], *metric_columns(rows, grid_keys)]
+    results = out / "results.csv"
+    with results.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    main = next((main_metric_key(o.evaluation) for o in outcomes if o.evaluation), "mean_reward")
+    summary = out / "summary.md"
+    summary.write_text(
+        format_summary(ablation.name, grid_keys, rows, outcomes, main, command, wall_time_s)
+    )
+    return [results, summary]
+
+
+def format_summary(
+    name: str,
+    grid_keys: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    outcomes: Sequence[RunOutcome],
+    main: str,
+    command: str,
+    wall_time_s: float,
+) -> str:
+    """Return summary.md: the per-cell table, the failed runs with their logs, how it was run."""
+    cells = summarise(rows, grid_keys)
+    metrics = list(cells[0]["metrics"]) if cells else []
+    metrics = sorted(metrics, key=lambda m: m != main)  # the main metric first, stable
+    failed = [o for o in outcomes if o.status != "done"]
+    run_seconds = sum(o.wall_time_s or 0.0 for o in outcomes)
+    lines = [f"# Ablation `{name}`", ""]
+    lines += [f"Command: `{command}`", ""] if command else []
+    lines += [
+        f"{len(outcomes)} runs: {len(outcomes) - len(failed)} done, {len(failed)} failed. "
+        f"Wall time of this invocation: {wall_time_s:.0f} s; of every run's processes, "
+        f"summed: {run_seconds:.0f} s.",
+        "",
+        "Each metric: mean ± half-width of the 95 % confidence interval over the finished seeds "
+        "(normal approximation; n/a with one seed). Main metric: " + f"`{main}`.",
+        "",
+    ]
+    header = [*grid_keys, "n", "failed", *metrics]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cell in cells:
+        values = [_cell_text(cell["values"][key]) for key in grid_keys]
+        stats = [_format_stat(*cell["metrics"][m]) for m in metrics]
+        lines.append(
+            "| " + " | ".join([*values, str(cell["n"]), str(cell["failed"]), *stats]) + " |"
+        )
+    if failed:
+        lines += ["", "## Failed runs", ""]
+        for outcome in failed:
+            lines += [f"### `{outcome.run.name}`", "", outcome.error or "failed", ""]
+            log = outcome.run.run_dir.parent / f"{outcome.run.name}.log"
+            if outcome.log_tail:
+                lines += [f"Last lines of `{log}`:", "", "```", *outcome.log_tail, "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_plot(out: Path, outcomes: Sequence[RunOutcome]) -> Path:
+    """Draw ``ablation.png``: the main metric per cell with CIs, and mean training curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import matplotlib.pyplot as plt
+
+    from metods_core.plots import read_training_log
+
+    grid_keys = list(outcomes[0].run.values) if outcomes else []
+    cells = summarise(results_rows(grid_keys, outcomes), grid_keys)
+    main = next((main_metric_key(o.evaluation) for o in outcomes if o.evaluation), "mean_reward")
+    width = max(10.0, 6.0 + 0.6 * len(cells))
+    figure, (metric_axis, curve_axis) = plt.subplots(1, 2, figsize=(width, 4.8))
+    stats = [cell["metrics"].get(main, (math.nan, math.nan, 0)) for cell in cells]
+    positions = list(range(len(cells)))
+    metric_axis.errorbar(
+        positions,
+        [s[0] for s in stats],
+        yerr=[0.0 if math.isnan(s[1]) else s[1] for s in stats],
+        fmt="o",
+        capsize=4,
+    )
+    metric_axis.set_xticks(positions, [c["cell"] for c in cells], rotation=30, ha="right")
+    metric_axis.set_xlim(-0.5, len(cells) - 0.5)
+    metric_axis.set_ylabel(f"{main} (held-out tasks)")
+    metric_axis.set_title("mean ± 95 % CI over seeds")
+    metric_axis.grid(alpha=0.3)
+    drawn = 0
+    for cell in cells:
+        runs = [
+            o.run.run_dir for o in outcomes if o.run.cell == cell["cell"] and o.status == "done"
+        ]
+        steps, means = mean_curve([read_training_log(run_dir) for run_dir in runs])
+        if steps:
+            curve_axis.plot(steps, means, linewidth=1, label=cell["cell"])
+            drawn += 1
+    if drawn:
+        curve_axis.legend(fontsize="x-small")
+    else:
+        curve_axis.text(0.5, 0.5, "no training logs", ha="center", transform=curve_axis.transAxes)
+    curve_axis.set_xlabel("outer step")
+    curve_axis.set_ylabel("train/episode_reward")
+    curve_axis.set_title("training curves, mean over seeds")
+    curve_axis.grid(alpha=0.3)
+    path = out / "ablation.png"
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def mean_curve(curves: Sequence[Sequence[tuple[int, float]]]) -> tuple[list[int], list[float]]:
+    """Average ``(step, value)`` curves step by step, over the curves that have that step."""
+    by_step: dict[int, list[float]] = {}
+    for curve in curves:
+        for step, value in curve:
+            by_step.setdefault(step, []).append(value)
+    steps = sorted(by_step)
+    return steps, [sum(by_step[s]) / len(by_step[s]) for s in steps]
+
+
+def _number(value: Any) -> float:
+    try:
+        return math.nan if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _format_stat(mean: float, half_width: float, count: int) -> str:
+    if count == 0 or math.isnan(mean):
+        return "n/a"
+    spread = "n/a" if math.isnan(half_width) else f"{half_width:.2g}"
+    return f"{mean:.4g} ± {spread}"
+
+
+def _cell_text(value: Any) -> str:
+    return str(value).replace("|", "\\|")
