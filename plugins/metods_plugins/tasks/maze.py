@@ -73,16 +73,21 @@ def split_parity(walls: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
 
 
 class MazeTasks(TaskSampler):
-    """The MetODS maze: find a hidden goal in a new random maze, then return to it."""
+    """The MetODS maze: find a hidden goal in a new random maze, then return to it.
+
+    ``size`` counts the cells per side with the outer wall (``outer_wall_included=True``, the
+    default): the paper's 8 x 8 maze has 6 x 6 cells inside its border. The observation is
+    3 x 3 for every size, so an agent trained on one size is tested on another unchanged.
+    """
 
     class Config(ComponentConfig):
         """Parameters of the maze task."""
 
         size: int = Field(8, ge=2)
-        """Cells per side of the maze; with ``outer_wall_included`` the closed border counts."""
+        """Cells per side, the closed outer wall INCLUDED by default (8: 6 x 6 cells inside)."""
         outer_wall_included: bool = True
-        """True: the grid is size x size, its border all walls (Miconi's convention, 6 x 6
-        inside for size 8). False: size x size free-to-carve cells inside a border of walls."""
+        """True: the grid is size x size and its border is all walls (as in Miconi's
+        backpropamine maze). False: size x size cells inside, plus a border of walls."""
         lifetime_steps: int = Field(100, ge=1)
         """Steps per lifetime (one maze, one goal); truncated at the end."""
         goal_reward: float = 10.0
