@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml plugins/pyproject.toml
 
 setup: $(STAMP)
 
+# A second `make train` continues the same run (a no-op once it is finished) instead of failing.
 train: setup
-	$(BIN)/metods train $(RECIPE) --run-dir $(RUN_DIR)
+	if [ -f $(RUN_DIR)/recipe.yaml ]; then $(BIN)/metods train --resume $(RUN_DIR); \
+	else $(BIN)/metods train $(RECIPE) --run-dir $(RUN_DIR); fi
 	$(BIN)/metods evaluate $(RUN_DIR)
 
 evaluate: setup

@@ -101,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "ablate",
         help="train and evaluate a grid of recipe variants over seeds; tabulate and plot",
         usage="metods ablate RECIPE [key=value ...] --grid key=v1,v2 [--grid ...] [--seeds N] "
-        "[--jobs J] [--out DIR]\n       metods ablate ABLATION.yaml [key=value ...] [--jobs J] "
-        "[--out DIR]",
+        "[--jobs J] [--out DIR]\n       metods ablate ABLATION.yaml [key=value ...] [--seeds N] "
+        "[--jobs J] [--out DIR]",
         description="Run every combination of the grid's values for each seed, J runs at a "
         "time, then write results.csv, summary.md, ablation.png and ablation.json into OUT. "
         "Running the same command again skips finished runs and resumes interrupted ones.",
@@ -121,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with a RECIPE: a recipe key and its values (repeatable; `recipe=a.yaml,b.yaml` "
         "varies the recipe file)",
     )
-    ablate.add_argument("--seeds", help="with a RECIPE: a count N (seeds 0..N-1) or a list 0,3,7")
+    ablate.add_argument(
+        "--seeds", help="a count N (seeds 0..N-1) or a list 0,3,7 (default: 1, or the file's)"
+    )
     ablate.add_argument("--jobs", type=int, default=1, help="runs at a time (default: 1)")
     ablate.add_argument("--out", type=Path, help="output folder (default: ablations/<file stem>)")
     ablate.add_argument("--episodes", type=int, help="held-out lifetimes per evaluation")
@@ -221,12 +223,11 @@ def _ablate(args: argparse.Namespace) -> int:
         raise MetodsError("ablate: --jobs and --episodes must be at least 1")
     path, overrides = Path(args.arguments[0]), args.arguments[1:]
     if is_ablation_file(path):
-        if args.grid or args.seeds is not None:
+        if args.grid:
             raise MetodsError(
-                f"{path} is an ablation file, which sets the grid and the seeds; --grid and "
-                "--seeds go with a RECIPE"
+                f"{path} is an ablation file, which sets the grid; --grid goes with a RECIPE"
             )
-        ablation = load_ablation(path, overrides, args.out, args.episodes)
+        ablation = load_ablation(path, overrides, args.out, args.episodes, args.seeds)
     else:
         seeds = args.seeds if args.seeds is not None else 1
         ablation = ablation_from_grid(path, args.grid, seeds, overrides, args.out, args.episodes)

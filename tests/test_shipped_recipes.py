@@ -6,17 +6,19 @@ from pathlib import Path
 
 import pytest
 
+from metods_core.ablation import is_ablation_file
 from metods_core.recipe import load_recipe
 from metods_core.training import train_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if not is_ablation_file(p))
 TINY = [
     "data.batch_tasks=2",
     "trainer.max_steps=2",
     "trainer.accelerator=cpu",
     "trainer.devices=1",
     "trainer.strategy=auto",
+    "trainer.compile=false",
     "logger.wandb.mode=disabled",
 ]
 

@@ -11,15 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
+from metods_core.ablation.jobs import RunJob
 from metods_core.ablation.lock import hold_lock
 from metods_core.ablation.plan import PlannedRun, plan_runs
 from metods_core.ablation.report import main_metric_key, write_plot, write_tables
@@ -31,10 +28,6 @@ from metods_core.ablation.state import (
     inspect_run,
     record_outcome,
 )
-from metods_core.errors import MetodsError
-from metods_core.training.checkpoints import list_checkpoints
-
-_TAIL_LINES = 15
 
 
 @dataclasses.dataclass
@@ -79,19 +72,8 @@ def run_ablation(
         conflicts = [d.problem for d in decisions.values() if d.action == "conflict" and d.problem]
         if conflicts:
             raise AblationError(conflicts, f"ablation output {out}")
-        plan = {
-            "name": ablation.name,
-            "source": ablation.source,
-            "base": str(ablation.base) if ablation.base else None,
-            "grid": ablation.grid,
-            "seeds": ablation.seeds,
-            "overrides": ablation.overrides,
-            "jobs": jobs,
-            "threads_per_run": threads,
-            "command": command,
-            "runs": [{**run.to_json(), "action": decisions[run.name].action} for run in runs],
-        }
-        (out / "ablation.json").write_text(json.dumps(plan, indent=2, default=str) + "\n")
+        plan = {"jobs": jobs, "threads_per_run": threads, "command": command}
+        _write_plan(out / "ablation.json", ablation, runs, decisions, plan)
         cores = threads_per_job(1)
         if jobs > cores:
             echo(
@@ -100,7 +82,7 @@ def run_ablation(
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         env["PYTHONUNBUFFERED"] = "1"
         outcomes: dict[str, RunOutcome] = {}
-        pending: deque[_Job] = deque()
+        pending: deque[RunJob] = deque()
         for run in runs:
             decision = decisions[run.name]
             if decision.action == "skip":
@@ -110,7 +92,7 @@ def run_ablation(
                     RunOutcome(run, "failed", "none", error=decision.problem)
                 )
             else:
-                pending.append(_Job(run, decision, env, lock_fd))
+                pending.append(RunJob(run, decision, env, lock_fd))
         echo(
             f"ablation {ablation.name}: {len(runs)} runs, {len(pending)} to do, {jobs} at a time "
             f"({threads} thread{'s' if threads > 1 else ''} each); output in {out}"
@@ -120,142 +102,62 @@ def run_ablation(
             ordered = [outcomes[run.name] for run in runs if run.name in outcomes]
             return write_tables(out, ablation, ordered, command, time.monotonic() - started)
 
-        active: list[_Job] = []
-        total, done_count = len(pending), 0
-        try:
-            while pending or active:
-                while pending and len(active) < jobs:
-                    job = pending.popleft()
-                    echo(f"[{done_count + len(active) + 1}/{total}] {job.describe()}")
-                    job.start()
-                    active.append(job)
-                time.sleep(0.2)
-                for job in [job for job in active if job.poll()]:
-                    active.remove(job)
-                    done_count += 1
-                    outcome = job.outcome()
-                    outcomes[outcome.run.name] = outcome
-                    echo(f"  {outcome.run.name}: {_summary_line(outcome)}")
-                    report()
-        finally:
-            for job in active:
-                job.stop()
+        def on_done(outcome: RunOutcome) -> None:
+            outcomes[outcome.run.name] = outcome
+            echo(f"  {outcome.run.name}: {_summary_line(outcome)}")
+            report()
+
+        _schedule(pending, jobs, on_done, echo)
         files = [*report(), write_plot(out, [outcomes[run.name] for run in runs])]
     return AblationResult([outcomes[run.name] for run in runs], time.monotonic() - started, files)
 
 
-class _Job:
-    """The processes of one run: train (or resume) then evaluate, one after the other."""
-
-    def __init__(
-        self, run: PlannedRun, decision: Decision, env: dict[str, str], lock_fd: int | None
-    ) -> None:
-        self.run, self.decision, self.env, self.lock_fd = run, decision, env, lock_fd
-        self.log_path = run.run_dir.parent / f"{run.name}.log"
-        self.stages = _stages(run, decision)
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log: IO[bytes] | None = None
-        self.stage, self.start_offset, self.seconds, self.returncode = "", 0, 0.0, 0
-        self.stage_started = 0.0
-
-    def describe(self) -> str:
-        verbs = {"train": "training", "restart": "restarting (no checkpoint was saved)",
-                 "resume": "resuming", "evaluate": "evaluating"}  # fmt: skip
-        return f"{self.run.name}: {verbs[self.decision.action]} (log: {self.log_path})"
-
-    def start(self) -> None:
-        run_dir = self.run.run_dir
-        if self.decision.action == "restart" and run_dir.exists():
-            if list_checkpoints(run_dir):  # checked again: never delete a checkpoint
-                raise MetodsError(f"{run_dir} gained a checkpoint; is another ablation running?")
-            shutil.rmtree(run_dir)
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.log = self.log_path.open("ab")
-        self.start_offset = self.log.tell()
-        self._next_stage()
-
-    def _next_stage(self) -> None:
-        assert self.log is not None
-        self.stage, command = self.stages.pop(0)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        self.log.write(f"\n=== {stamp} {' '.join(command)}\n".encode())
-        self.log.flush()
-        self.stage_started = time.monotonic()
-        self.process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            pass_fds=() if self.lock_fd is None else (self.lock_fd,),  # held while it lives
-        )
-
-    def poll(self) -> bool:
-        """Advance through the stages; return True once the run has ended."""
-        assert self.process is not None
-        returncode = self.process.poll()
-        if returncode is None:
-            return False
-        self.seconds += time.monotonic() - self.stage_started
-        self.returncode = returncode
-        if returncode == 0 and self.stages:
-            self._next_stage()
-            return False
-        return True
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.log is not None:
-            self.log.close()
-
-    def outcome(self) -> RunOutcome:
-        self.stop()
-        action = {"train": "trained", "restart": "restarted", "resume": "resumed",
-                  "evaluate": "evaluated"}[self.decision.action]  # fmt: skip
-        if self.returncode == 0:
-            return finished_outcome(self.run, action, self.seconds)
-        tail = _log_tail(self.log_path, self.start_offset)
-        errors = [line for line in tail if line.startswith("error:")]
-        reason = (errors or tail or ["(no output)"])[-1]
-        error = f"{self.stage} exited with status {self.returncode}: {reason}"
-        outcome = RunOutcome(self.run, "failed", action, self.seconds, error, tail)
-        return record_outcome(outcome, add_time=True)
-
-
-def _stages(run: PlannedRun, decision: Decision) -> list[tuple[str, list[str]]]:
-    cli = [sys.executable, "-m", "metods_core.cli"]
-    run_dir = str(run.run_dir)
-    kept = [o for o in run.overrides if o.startswith(("trainer.num_threads=", "logger.wandb."))]
-    stages = []
-    if decision.action in ("train", "restart"):
-        stages.append(
-            ("train", [*cli, "train", str(run.recipe), *run.overrides, "--run-dir", run_dir])
-        )
-    elif decision.action == "resume":
-        resume = [*cli, "train", "--resume", run_dir, f"trainer.max_steps={run.max_steps}", *kept]
-        if decision.checkpoint is not None:
-            resume += ["--checkpoint", str(decision.checkpoint)]
-        stages.append(("train", resume))
-    evaluate = [*cli, "evaluate", run_dir, "--json", "--episodes", str(run.episodes)]
-    stages.append(("evaluate", [*evaluate, *(["--greedy"] if run.greedy else [])]))
-    return stages
-
-
-def _log_tail(path: Path, offset: int) -> list[str]:
+def _schedule(
+    pending: deque[RunJob],
+    jobs: int,
+    on_done: Callable[[RunOutcome], None],
+    echo: Callable[[str], None],
+) -> None:
+    """Keep ``jobs`` runs going until none is left; stop the running ones on any exception."""
+    active: list[RunJob] = []
+    total, done_count = len(pending), 0
     try:
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return []
-    lines = [line.rstrip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
-    return lines[-_TAIL_LINES:]
+        while pending or active:
+            while pending and len(active) < jobs:
+                job = pending.popleft()
+                echo(f"[{done_count + len(active) + 1}/{total}] {job.describe()}")
+                job.start()
+                active.append(job)
+            time.sleep(0.2)
+            for job in [job for job in active if job.poll()]:
+                active.remove(job)
+                done_count += 1
+                on_done(job.outcome())
+    finally:  # Ctrl-C or an error here: leave no run training unsupervised
+        for job in active:
+            job.stop()
+
+
+def _write_plan(
+    path: Path,
+    ablation: Ablation,
+    runs: list[PlannedRun],
+    decisions: dict[str, Decision],
+    extra: dict[str, object],
+) -> None:
+    """Write ablation.json: the ablation, and every planned run with what this invocation does."""
+    plan = {
+        "name": ablation.name,
+        "source": ablation.source,
+        "base": str(ablation.base) if ablation.base else None,
+        "grid": ablation.grid,
+        "seeds": ablation.seeds,
+        "overrides": ablation.overrides,
+        "episodes": ablation.episodes,
+        **extra,
+        "runs": [{**run.to_json(), "action": decisions[run.name].action} for run in runs],
+    }
+    path.write_text(json.dumps(plan, indent=2, default=str) + "\n")
 
 
 def _summary_line(outcome: RunOutcome) -> str:
@@ -264,4 +166,6 @@ def _summary_line(outcome: RunOutcome) -> str:
     evaluation = outcome.evaluation or {}
     seconds = f" in {outcome.wall_time_s:.0f} s" if outcome.wall_time_s is not None else ""
     key = main_metric_key(evaluation)
-    return f"{outcome.action}{seconds}; {key} {evaluation.get(key)}"
+    value = evaluation.get(key)
+    shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{outcome.action}{seconds}; {key} {shown}"

@@ -1,4 +1,4 @@
-"""What an ablation is: its file or command-line grid, and its expansion into planned runs.
+"""What an ablation is: an ablation file, or a recipe with command-line ``--grid`` arguments.
 
 An ablation file is a YAML mapping with a ``grid``::
 
@@ -13,7 +13,9 @@ An ablation file is a YAML mapping with a ``grid``::
 
 The grid key ``recipe`` varies the base recipe file itself (paths relative to the ablation
 file), for comparisons whose runs differ in more than a few fields. A grid key
-``<component>.name`` switches that component as a command-line override does.
+``<component>.name`` switches that component as a command-line override does. From the command
+line (``metods ablate RECIPE --grid key=v1,v2``) values are split at commas outside brackets and
+quotes and read as YAML, and ``recipe`` paths are relative to the current directory.
 """
 
 from __future__ import annotations
@@ -103,8 +105,10 @@ def load_ablation(
     overrides: Sequence[str] = (),
     out: Path | None = None,
     episodes: int | None = None,
+    seeds: str | None = None,
 ) -> Ablation:
-    """Read an ablation file; ``overrides``, ``out`` and ``episodes`` add to or replace its own."""
+    """Read an ablation file; ``overrides``, ``out``, ``episodes`` and ``seeds`` (a count or a
+    comma-separated list, as ``--seeds`` takes) add to or replace its own."""
     path = Path(path)
     data = yaml.safe_load(path.read_text())
     try:
@@ -115,12 +119,18 @@ def load_ablation(
     problems = [f"grid.{key}: expected at least one value" for key, v in spec.grid.items() if not v]
     if spec.base is None and RECIPE_AXIS not in spec.grid:
         problems.append(f"base: missing; name the recipe to ablate, or add a {RECIPE_AXIS!r} axis")
+    seed_list = _seed_list(spec.seeds)
+    if seeds is not None:
+        try:
+            seed_list = _parse_seeds(seeds)
+        except ValueError:
+            problems.append(f"--seeds {seeds!r}: expected a count N or a list like 0,3,7")
     if problems:
         raise AblationError(problems, f"ablation {path}")
     return Ablation(
         base=resolve_path(path.parent, spec.base) if spec.base is not None else None,
         grid=dict(spec.grid),
-        seeds=_seed_list(spec.seeds),
+        seeds=seed_list,
         out=out or Path(spec.out or Path("ablations") / path.stem),
         overrides=[*spec.overrides, *overrides],
         episodes=episodes or spec.episodes,
@@ -148,7 +158,7 @@ def ablation_from_grid(
             problems.append(f"--grid {item!r} {reason}")
         axes[key] = values
     try:
-        seed_list = _seed_list(int(seeds) if str(seeds).isdigit() else _parse_list(str(seeds)))
+        seed_list = _parse_seeds(str(seeds))
     except ValueError:
         problems.append(f"--seeds {seeds!r}: expected a count N or a list like 0,3,7")
         seed_list = []
@@ -175,8 +185,11 @@ def _seed_list(seeds: int | list[int]) -> list[int]:
     return list(dict.fromkeys(values))
 
 
-def _parse_list(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
+def _parse_seeds(text: str) -> list[int]:
+    """Parse ``--seeds``: a count N (seeds 0..N-1) or a comma-separated list of seeds."""
+    if text.strip().isdigit():
+        return _seed_list(int(text))
+    return _seed_list([int(part) for part in text.split(",") if part.strip()])
 
 
 def _split_top_level(text: str) -> list[str]:

@@ -26,8 +26,6 @@ from metods_core.training.checkpoints import CheckpointError, list_checkpoints, 
 from metods_core.training.run_dir import LAST_CHECKPOINT, RECIPE_FILE, read_run_recipe
 
 _IGNORED = ("source", "trainer.num_threads", "trainer.max_steps", "logger", "evaluation")
-
-
 """Recipe fields a finished or interrupted run may differ in from the plan: none changes what
 is learned (max_steps is checked against the checkpoint instead)."""
 
@@ -65,8 +63,11 @@ def inspect_run(run: PlannedRun) -> Decision:
     run_dir = run.run_dir
     if not run_dir.exists():
         return Decision("train")
-    if not (run_dir / RECIPE_FILE).is_file() or not list_checkpoints(run_dir):
+    if not list_checkpoints(run_dir):
         return Decision("restart")  # stopped before its first checkpoint: nothing to keep
+    if not (run_dir / RECIPE_FILE).is_file():
+        problem = f"{run_dir} has checkpoints but no {RECIPE_FILE}; move it away to train it again"
+        return Decision("broken", problem=problem)
     try:
         differences = recipe_differences(run)
     except MetodsError as exc:

@@ -1,0 +1,151 @@
+"""The child processes of one run: ``metods train`` (or ``--resume``) then ``metods evaluate``.
+
+Each process runs ``python -m metods_core.cli`` with its output appended to
+``OUT/runs/<run>.log``, the thread variables set for its share of the cores, and the
+ablation's lock descriptor, so that the lock stays held while any run's process lives.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from metods_core.ablation.plan import PlannedRun
+from metods_core.ablation.state import Decision, RunOutcome, finished_outcome, record_outcome
+from metods_core.errors import MetodsError
+from metods_core.training.checkpoints import list_checkpoints
+
+_TAIL_LINES = 15
+"""Lines of a failed run's log kept in its status and in summary.md."""
+_PROGRESS = re.compile(r"^[^\n]*(?:\d+%\||\d+/\?? *\[)[^\n]*?(?:it/s|s/it|\?it/s)[^\]\n]*\]", re.M)
+"""A progress bar's text (``Epoch 0:  67%|###   | 2/3 [00:01<00:00,  1.61it/s, v_num=0]``), which
+an error message may follow on the same line."""
+
+
+class RunJob:
+    """The processes of one run: train (or resume) then evaluate, one after the other."""
+
+    def __init__(
+        self, run: PlannedRun, decision: Decision, env: dict[str, str], lock_fd: int | None
+    ) -> None:
+        self.run, self.decision, self.env, self.lock_fd = run, decision, env, lock_fd
+        self.log_path = run.run_dir.parent / f"{run.name}.log"
+        self.stages = _stages(run, decision)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log: IO[bytes] | None = None
+        self.stage, self.start_offset, self.seconds, self.returncode = "", 0, 0.0, 0
+        self.stage_started = 0.0
+
+    def describe(self) -> str:
+        """Say what this job does and where its log is."""
+        verbs = {"train": "training", "restart": "restarting (no checkpoint was saved)",
+                 "resume": "resuming", "evaluate": "evaluating"}  # fmt: skip
+        return f"{self.run.name}: {verbs[self.decision.action]} (log: {self.log_path})"
+
+    def start(self) -> None:
+        """Start the first process (after deleting a partial run that saved no checkpoint)."""
+        run_dir = self.run.run_dir
+        if self.decision.action == "restart" and run_dir.exists():
+            if list_checkpoints(run_dir):  # checked again: never delete a checkpoint
+                raise MetodsError(f"{run_dir} gained a checkpoint; is another ablation running?")
+            shutil.rmtree(run_dir)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.log = self.log_path.open("ab")
+        self.start_offset = self.log.tell()
+        self._next_stage()
+
+    def _next_stage(self) -> None:
+        assert self.log is not None
+        self.stage, command = self.stages.pop(0)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.log.write(f"\n=== {stamp} {shlex.join(command)}\n".encode())
+        self.log.flush()
+        self.stage_started = time.monotonic()
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            pass_fds=() if self.lock_fd is None else (self.lock_fd,),  # held while it lives
+        )
+
+    def poll(self) -> bool:
+        """Advance through the stages; return True once the run has ended."""
+        assert self.process is not None
+        returncode = self.process.poll()
+        if returncode is None:
+            return False
+        self.seconds += time.monotonic() - self.stage_started
+        self.returncode = returncode
+        if returncode == 0 and self.stages:
+            self._next_stage()
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Terminate the running process, if any, and close the log."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.log is not None:
+            self.log.close()
+
+    def outcome(self) -> RunOutcome:
+        """Record and return how the run ended (call once ``poll`` returned True)."""
+        self.stop()
+        action = {"train": "trained", "restart": "restarted", "resume": "resumed",
+                  "evaluate": "evaluated"}[self.decision.action]  # fmt: skip
+        if self.returncode == 0:
+            return finished_outcome(self.run, action, self.seconds)
+        tail = _log_tail(self.log_path, self.start_offset)
+        errors = [line[line.index("error:") :] for line in tail if "error:" in line]
+        reason = (errors or tail or ["(no output)"])[-1]
+        error = f"{self.stage} exited with status {self.returncode}: {reason}"
+        outcome = RunOutcome(self.run, "failed", action, self.seconds, error, tail)
+        return record_outcome(outcome, add_time=True)
+
+
+def _stages(run: PlannedRun, decision: Decision) -> list[tuple[str, list[str]]]:
+    """Return the (stage, command) pairs ``decision`` calls for: train or resume, then evaluate.
+
+    A resumed run gets the plan's ``trainer.max_steps``, threads and W&B settings as overrides.
+    """
+    cli = [sys.executable, "-m", "metods_core.cli"]
+    run_dir = str(run.run_dir)
+    kept = [o for o in run.overrides if o.startswith(("trainer.num_threads=", "logger.wandb."))]
+    stages = []
+    if decision.action in ("train", "restart"):
+        stages.append(
+            ("train", [*cli, "train", str(run.recipe), *run.overrides, "--run-dir", run_dir])
+        )
+    elif decision.action == "resume":
+        resume = [*cli, "train", "--resume", run_dir, f"trainer.max_steps={run.max_steps}", *kept]
+        if decision.checkpoint is not None:
+            resume += ["--checkpoint", str(decision.checkpoint)]
+        stages.append(("train", resume))
+    evaluate = [*cli, "evaluate", run_dir, "--json", "--episodes", str(run.episodes)]
+    stages.append(("evaluate", [*evaluate, *(["--greedy"] if run.greedy else [])]))
+    return stages
+
+
+def _log_tail(path: Path, offset: int) -> list[str]:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return []
+    text = _PROGRESS.sub("\n", text.replace("\r", "\n"))  # progress bars say nothing here
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    return lines[-_TAIL_LINES:]
