@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
+
 from metods_core.agent import Agent
 from metods_core.errors import MetodsError
 from metods_core.interfaces import MetaOptimizer, TaskSampler
@@ -29,6 +31,10 @@ def create_agent(recipe: Recipe, sampler: TaskSampler) -> Agent:
     hidden = recipe.agent.hidden
     rule = recipe.plasticity.cls(recipe.plasticity.config, hidden)
     readout = readout_cls(recipe.readout.config, rule.output_size, sampler.action_space)
+    if recipe.trainer.compile:
+        # The plastic update is the hot path; compiling the whole agent step would also trace
+        # the distribution objects, which graph-break. The state is explicit, so this is safe.
+        rule.step = torch.compile(rule.step)  # type: ignore[method-assign]
     return Agent(recipe.agent, sampler.observation_space, sampler.action_space, rule, readout)
 
 

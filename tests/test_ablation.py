@@ -50,6 +50,7 @@ HELPERS = ROOT / "tests" / "helpers"
 TINY = [
     "data.batch_tasks=2",
     "logger.wandb.mode=disabled",
+    "trainer.compile=false",
     "evaluation.episodes=4",
     "evaluation.batch_tasks=4",
     "trainer.accelerator=cpu",

@@ -31,6 +31,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "trainer.max_steps=3",
             "trainer.log_every_n_steps=1",
             "logger.wandb.mode=disabled",
+            "trainer.compile=false",
             "evaluation.batch_tasks=16",
         ],
     )

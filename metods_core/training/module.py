@@ -30,10 +30,6 @@ class MetaLearningModule(L.LightningModule):
         self.sampler = create_task_sampler(recipe)
         self.agent = create_agent(recipe, self.sampler)
         self.meta_optimizer = create_meta_optimizer(recipe)
-        if recipe.trainer.compile:
-            # The plastic update is the hot path; compiling the whole agent step would also trace
-            # the distribution objects, which graph-break. State stays explicit, so this is safe.
-            self.agent.rule.step = torch.compile(self.agent.rule.step)  # type: ignore[method-assign]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Return the meta-optimizer's optimizer over the agent's meta-parameters."""

@@ -51,6 +51,7 @@ if __name__ == "__main__":
         "data.batch_tasks=4",
         "plasticity.recursion_steps=1",
         "logger.wandb.mode=disabled",
+        "trainer.compile=false",
     ]
     recipe = load_recipe(recipe_path, overrides)
     train_recipe(recipe, run_dir, callbacks=[RecordRank(run_dir)])

@@ -27,6 +27,7 @@ TINY = [
     "trainer.checkpoint_every_n_steps=2",
     "trainer.log_every_n_steps=1",
     "logger.wandb.mode=disabled",
+    "trainer.compile=false",
 ]
 
 
@@ -150,3 +151,12 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     assert all(a != b for a, b in zip(ranks[0]["tasks"], ranks[1]["tasks"], strict=True))
     assert ranks[0]["parameters"] == ranks[1]["parameters"]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_compiled_plastic_update_trains(tmp_path: Path) -> None:
+    """trainer.compile=true trains through torch.compile'd rule steps and checkpoints."""
+    run_dir = train_recipe(
+        tiny_recipe("trainer.max_steps=2", "trainer.compile=true"), tmp_path / "run"
+    )
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2
