@@ -86,7 +86,7 @@ class Agent(nn.Module):
         return encoded.to(self._dtype())
 
     def _dtype(self) -> torch.dtype:
-        return self.encoder[0].weight.dtype
+        return next(self.encoder.parameters()).dtype
 
     def step(
         self,

@@ -8,7 +8,7 @@ import torch
 
 from metods_core.agent import Agent
 from metods_core.errors import MetodsError
-from metods_core.interfaces import MetaOptimizer, TaskSampler
+from metods_core.interfaces import MetaOptimizer, Readout, TaskSampler
 
 if TYPE_CHECKING:
     from metods_core.recipe import Recipe
@@ -21,7 +21,7 @@ def create_task_sampler(recipe: Recipe) -> TaskSampler:
 
 def create_agent(recipe: Recipe, sampler: TaskSampler) -> Agent:
     """Return the recipe's agent, sized for ``sampler``'s observation and action spaces."""
-    readout_cls = recipe.readout.cls
+    readout_cls: type[Readout] = recipe.readout.cls
     if not readout_cls.supports(sampler.action_space):
         raise MetodsError(
             f"read-out '{recipe.readout.name}' cannot act in task '{recipe.task.name}' "

@@ -42,7 +42,11 @@ class MetaLearningModule(L.LightningModule):
         generator.manual_seed(derive_seed(self.recipe.seed, "actions", tasks.seed))
         optimizer = self.optimizers()
         assert not isinstance(optimizer, list)
-        step = OuterStep(optimizer=optimizer, backward=self.manual_backward, generator=generator)
+        step = OuterStep(
+            optimizer=optimizer,  # type: ignore[arg-type]  # LightningOptimizer wraps one
+            backward=self.manual_backward,
+            generator=generator,
+        )
         metrics = self.meta_optimizer.training_step(self.agent, env, step)
         loss = metrics.get("loss")
         # One host sync per outer step (never per environment step) to stop a diverged run early.

@@ -33,6 +33,11 @@ _RUN_DIR_ENV = "METODS_RUN_DIR"
 """Set by the launching process so that DDP ranks started later write to the same run."""
 
 
+def _global_rank() -> int:
+    """Return this process's rank as Lightning's launcher set it (0 before any launch)."""
+    return int(getattr(rank_zero_only, "rank", 0))
+
+
 def _processes_per_node(recipe: Recipe) -> int:
     devices = recipe.trainer.devices
     if isinstance(devices, list):
@@ -113,7 +118,7 @@ def train_recipe(
     _set_threads(recipe)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     module = MetaLearningModule(recipe)
-    if rank_zero_only.rank == 0 and not inherited:
+    if _global_rank() == 0 and not inherited:
         write_run_files(run_dir, recipe)
     return _fit(module, run_dir, None, callbacks)
 
@@ -142,6 +147,6 @@ def resume_run(
             f"{str(error).splitlines()[0]} Only overrides that keep the model's shape can "
             "change a run in progress; start a new run for the others."
         ) from None
-    if rank_zero_only.rank == 0 and overrides and not os.environ.get(_RUN_DIR_ENV):
+    if _global_rank() == 0 and overrides and not os.environ.get(_RUN_DIR_ENV):
         write_run_files(run_dir, recipe)
     return _fit(module, run_dir, path, callbacks)

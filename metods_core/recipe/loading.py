@@ -1,0 +1,155 @@
+"""Load recipe files: ``defaults`` composition, overrides, component switching, interpolation.
+
+See the package docstring of ``metods_core.recipe`` for the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from metods_core.recipe.schema import COMPONENTS, Problem, RecipeError
+from metods_core.registry import PluginError, load_plugin
+
+
+def load_recipe_dict(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Load ``path`` with its defaults and ``overrides``; return resolved plain data.
+
+    Raises:
+        RecipeError: missing file, YAML error, bad ``defaults``, bad override, bad interpolation.
+    """
+    config = _compose(Path(path), (), source=path)
+    config = _apply_overrides(config, overrides, source=path)
+    return _resolve(config, source=path)
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides (with component switching) to plain recipe data."""
+    config = _apply_overrides(OmegaConf.create(dict(data)), overrides, source=None)
+    return _resolve(config, source=None)
+
+
+def _compose(path: Path, chain: tuple[Path, ...], source: str | Path) -> DictConfig:
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, resolved))
+        raise RecipeError([Problem("defaults", f"defaults form a cycle: {cycle}")], source)
+    if not resolved.is_file():
+        where = f" (listed in the defaults of {chain[-1]})" if chain else ""
+        raise RecipeError([Problem("", f"file not found: {path}{where}")], source)
+    try:
+        loaded = OmegaConf.load(resolved)
+    except yaml.YAMLError as exc:
+        raise RecipeError([Problem("", f"{path}: {_yaml_error(exc)}")], source) from None
+    except (OSError, UnicodeDecodeError, OmegaConfBaseException) as exc:
+        raise RecipeError([Problem("", f"{path}: cannot read: {exc}")], source) from None
+    if not isinstance(loaded, DictConfig):
+        raise RecipeError(
+            [Problem("", f"{path}: a recipe must be a mapping of sections, got a list")], source
+        )
+    defaults = loaded.pop("defaults", [])
+    if isinstance(defaults, str):
+        defaults = [defaults]
+    if not isinstance(defaults, ListConfig | list) or not all(
+        isinstance(item, str) for item in defaults
+    ):
+        message = f"{path}: expected a list of recipe paths, got {defaults!r}"
+        raise RecipeError([Problem("defaults", message)], source)
+    bases = [_compose(resolved.parent / item, (*chain, resolved), source) for item in defaults]
+    return _merge([*bases, loaded], f"{path}: cannot merge it onto its defaults", source)
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return "YAML syntax error: " + " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    return f"YAML syntax error at {where}: {exc.problem}" + (f" ({context})" if context else "")  # type: ignore[attr-defined]
+
+
+def _apply_overrides(
+    config: DictConfig, overrides: Sequence[str], source: str | Path | None
+) -> DictConfig:
+    problems = [
+        Problem("", f"override {item!r} is not of the form key=value")
+        for item in overrides
+        if "=" not in item or item.startswith(("+", "~", "="))
+    ]
+    if problems:
+        raise RecipeError(problems, source)
+    for item in overrides:
+        try:
+            OmegaConf.from_dotlist([item])
+        except (OmegaConfBaseException, yaml.YAMLError) as exc:
+            reason = " ".join(str(exc).split())
+            problems.append(
+                Problem("", f"override {item!r} has a value that is not YAML: {reason}")
+            )
+    if problems:
+        raise RecipeError(problems, source)
+    dotlist = OmegaConf.from_dotlist(list(overrides))
+    for kind in COMPONENTS:
+        new_name = OmegaConf.select(dotlist, f"{kind}.name", default=None)
+        old_name = OmegaConf.select(
+            config, f"{kind}.name", default=None, throw_on_resolution_failure=False
+        )
+        if not isinstance(new_name, str) or new_name == old_name:
+            continue
+        old = config.get(kind)
+        raw = OmegaConf.to_container(old, resolve=False) if isinstance(old, DictConfig) else {}
+        accepted = _accepted_keys(kind, new_name)
+        kept = {key: value for key, value in raw.items() if key in accepted}  # type: ignore[union-attr]
+        config[kind] = {"name": new_name, **kept}
+    return _merge([config, dotlist], "cannot apply the overrides", source)
+
+
+def _merge(configs: list[DictConfig], what: str, source: str | Path | None) -> DictConfig:
+    try:
+        merged = OmegaConf.merge(*configs)
+    except (OmegaConfBaseException, TypeError, ValueError) as exc:
+        message = str(getattr(exc, "msg", exc)).splitlines()[0]
+        key = getattr(exc, "full_key", None) or ""
+        raise RecipeError([Problem(key, f"{what}: {message}")], source) from None
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def _accepted_keys(kind: str, name: str) -> set[str]:
+    try:
+        cls = load_plugin(kind, name)
+    except PluginError:
+        return set()  # validation reports the unknown or broken plugin
+    return set(cls.Config.model_fields)  # type: ignore[attr-defined]
+
+
+def _resolve(config: DictConfig, source: str | Path | None) -> dict[str, Any]:
+    try:
+        data = OmegaConf.to_container(config, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        problems = _interpolation_problems(config) or [Problem("", f"interpolation failed: {exc}")]
+        raise RecipeError(problems, source) from None
+    assert isinstance(data, dict)
+    return data  # type: ignore[return-value]
+
+
+def _interpolation_problems(node: DictConfig | ListConfig) -> list[Problem]:
+    problems = []
+    keys: Sequence[Any] = list(node.keys()) if isinstance(node, DictConfig) else range(len(node))
+    for key in keys:
+        try:
+            value = node[key]
+        except OmegaConfBaseException as exc:
+            first_line = str(getattr(exc, "msg", exc)).splitlines()[0]
+            raw = node._get_node(key)._value()  # type: ignore[union-attr]  # the unresolved text
+            path = getattr(exc, "full_key", "") or str(key)
+            problems.append(Problem(path, f"{first_line} (in {raw!r})"))
+            continue
+        if isinstance(value, DictConfig | ListConfig):
+            problems += _interpolation_problems(value)
+    return problems

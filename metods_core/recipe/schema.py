@@ -1,0 +1,178 @@
+"""The recipe's typed sections, the component specs, and the errors a recipe can raise."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf, create_model
+
+from metods_core.agent import AgentConfig
+from metods_core.errors import MetodsError
+from metods_core.interfaces.config import ComponentConfig
+
+COMPONENTS: tuple[str, ...] = ("task", "plasticity", "readout", "meta_optimizer")
+"""The recipe sections that name a plugin."""
+
+_SECTION = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a recipe."""
+
+    path: str
+    """Dotted path of the offending key (``plasticity.recursion_steps``), or "" for the file."""
+    message: str
+    """What is wrong: the bad value, what was expected, and a hint when there is one."""
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class RecipeError(MetodsError):
+    """A recipe could not be loaded or validated; ``problems`` lists every reason."""
+
+    def __init__(self, problems: Sequence[Problem], source: str | Path | None = None) -> None:
+        self.problems = list(problems)
+        self.source = str(source) if source is not None else None
+        super().__init__(self.report())
+
+    def report(self) -> str:
+        """Return every problem, one per line, under a header naming the recipe."""
+        count = len(self.problems)
+        where = f"recipe {self.source}" if self.source else "the recipe"
+        lines = [f"{where} has {count} problem{'s' if count != 1 else ''}:"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+class DataConfig(BaseModel):
+    """How tasks are fed to the outer loop."""
+
+    model_config = _SECTION
+    batch_tasks: int = Field(default=64, gt=0)
+    """Tasks per outer step, per device."""
+
+
+class TrainerConfig(BaseModel):
+    """Lightning Trainer settings and the run's compute budget."""
+
+    model_config = _SECTION
+    max_steps: int = Field(default=3000, gt=0)
+    """Outer (meta-)optimisation steps."""
+    accelerator: str = "auto"
+    """Lightning accelerator: auto, cpu, gpu, cuda, mps..."""
+    devices: int | str | list[int] = 1
+    """Devices per node: a count, "auto", or a list of device indices."""
+    num_nodes: int = Field(default=1, gt=0)
+    """Machines taking part in the run."""
+    strategy: str = "auto"
+    """Lightning strategy: auto, ddp, ddp_spawn..."""
+    precision: str = "32-true"
+    """Lightning precision: 32-true, 16-mixed, bf16-mixed, 64-true..."""
+    log_every_n_steps: int = Field(default=10, gt=0)
+    """Log metrics every this many outer steps."""
+    checkpoint_every_n_steps: int = Field(default=100, gt=0)
+    """Save a resumable checkpoint every this many outer steps."""
+    num_threads: int | None = Field(default=None, gt=0)
+    """Torch threads per process; None: torch's default, or the cores split evenly over the
+    processes of a multi-device run on this node."""
+    compile: bool = False
+    """torch.compile the plasticity rule's step, the hot path (faster long runs, slower start)."""
+
+
+class WandbConfig(BaseModel):
+    """Weights & Biases logging."""
+
+    model_config = _SECTION
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    """offline (no account or network needed; `wandb sync` later), online, or disabled."""
+    project: str = "metods"
+    """W&B project name."""
+    entity: str | None = None
+    """W&B team or user; None uses the account's default."""
+    group: str | None = None
+    """Groups runs in the W&B interface (an ablation, a sweep)."""
+    tags: list[str] = Field(default_factory=list)
+    """Free-form labels of the run."""
+
+
+class LoggerConfig(BaseModel):
+    """Where metrics go."""
+
+    model_config = _SECTION
+    wandb: WandbConfig = Field(default_factory=lambda: WandbConfig())
+    """Weights & Biases settings."""
+    csv: bool = True
+    """Also write metrics.csv in the run directory."""
+
+
+class EvaluationConfig(BaseModel):
+    """Meta-testing on held-out tasks."""
+
+    model_config = _SECTION
+    episodes: int = Field(default=1000, gt=0)
+    """Held-out lifetimes (one task each) to evaluate."""
+    batch_tasks: int = Field(default=250, gt=0)
+    """Lifetimes run in parallel."""
+    greedy: bool = False
+    """Act with the most likely action instead of sampling."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentSpec:
+    """A component chosen by a recipe: its name, its class and its validated parameters."""
+
+    name: str
+    """The name the recipe used (an entry-point name or ``module:Class``)."""
+    cls: type
+    """The plugin class."""
+    config: ComponentConfig
+    """The validated ``cls.Config``."""
+
+
+class Recipe(BaseModel):
+    """A whole experiment: components, their parameters, and how to train and evaluate."""
+
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, frozen=True, arbitrary_types_allowed=True
+    )
+    seed: int = 0
+    """Seed of every random stream of the run."""
+    name: str | None = None
+    """Run name; None derives one from the recipe file and the time."""
+    task: InstanceOf[ComponentSpec]
+    """Task sampler (entry-point group metods.tasks)."""
+    agent: AgentConfig = Field(default_factory=lambda: AgentConfig.model_validate({}))
+    """Shape of the agent around its plasticity rule."""
+    plasticity: InstanceOf[ComponentSpec]
+    """Plasticity rule (entry-point group metods.plasticity)."""
+    readout: InstanceOf[ComponentSpec]
+    """Read-out (entry-point group metods.readout)."""
+    meta_optimizer: InstanceOf[ComponentSpec]
+    """Outer-loop algorithm (entry-point group metods.meta_optimizers)."""
+    data: DataConfig = Field(default_factory=lambda: DataConfig())
+    """How tasks are fed to the outer loop."""
+    trainer: TrainerConfig = Field(default_factory=lambda: TrainerConfig())
+    """Lightning Trainer settings."""
+    logger: LoggerConfig = Field(default_factory=lambda: LoggerConfig())
+    """Where metrics go."""
+    evaluation: EvaluationConfig = Field(default_factory=lambda: EvaluationConfig())
+    """Meta-testing on held-out tasks."""
+    source: str | None = None
+    """The recipe file this was loaded from."""
+
+
+# Phase 1 validates every field of Recipe except the components, which are checked by hand.
+_RecipeFields = create_model(  # type: ignore[call-overload]  # pydantic's overloads miss this form
+    "_RecipeFields",
+    __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+    **{
+        name: (field.annotation, field)
+        for name, field in Recipe.model_fields.items()
+        if name not in COMPONENTS
+    },
+)
