@@ -57,7 +57,10 @@ def plot_training_curve(run_dir: Path, column: str = "train/episode_reward") -> 
 def plot_curves(
     run_dir: Path, summary: dict[str, Any], metrics: dict[str, torch.Tensor]
 ) -> list[Path]:
-    """Plot each curve metric (``(tasks, K)``, such as accuracy per presentation) with its CI."""
+    """Plot each curve metric (``(tasks, K)``, such as accuracy per presentation) with its CI.
+
+    Each curve is also written as ``RUN_DIR/<name>.csv`` (index, mean, ci95).
+    """
     paths = []
     for name, values in metrics.items():
         if values.dim() != 2:
@@ -67,15 +70,37 @@ def plot_curves(
         errors = [0.0 if e is None or math.isnan(e) else e for e in summary[f"{name}_ci95"]]
         index = list(range(1, len(means) + 1))
         figure, axis = plt.subplots(figsize=(6, 4))
-        axis.errorbar(index, means, yerr=errors, marker="o", capsize=3)
-        axis.set_xlabel("index (presentation, episode...)")
+        if len(index) <= 20:  # a few presentations or episodes: one marker each
+            axis.errorbar(index, means, yerr=errors, marker="o", capsize=3)
+            axis.set_xticks(index)
+        else:  # a long curve (reward per time-step): a line and a shaded 95 % band
+            low = [m - e for m, e in zip(means, errors, strict=True)]
+            high = [m + e for m, e in zip(means, errors, strict=True)]
+            axis.plot(index, means, linewidth=1)
+            axis.fill_between(index, low, high, alpha=0.3)
+        axis.set_xlabel("index (presentation, episode, time-step...)")
         axis.set_ylabel(name.replace("_", " "))
         axis.set_title(f"held-out tasks: {run_dir.name}")
-        axis.set_xticks(index)
         axis.grid(alpha=0.3)
+        _write_curve_csv(run_dir / f"{name}.csv", means, summary[f"{name}_ci95"])
         path = run_dir / f"{name}.png"
         figure.tight_layout()
         figure.savefig(path, dpi=100)
         plt.close(figure)
         paths.append(path)
     return paths
+
+
+def _write_curve_csv(path: Path, means: list[float], errors: list[float | None]) -> None:
+    """Write a curve as ``index,mean,ci95`` rows (index from 1; empty where undefined)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "mean", "ci95"])
+        for k, (mean, error) in enumerate(zip(means, errors, strict=True), start=1):
+            writer.writerow(
+                [
+                    k,
+                    "" if math.isnan(mean) else mean,
+                    "" if error is None or math.isnan(error) else error,
+                ]
+            )

@@ -66,6 +66,8 @@ def test_evaluate_run_writes_json_and_plots(trained_run: Path) -> None:
     assert json.loads((trained_run / "evaluation.json").read_text())["episodes"] == 40
     assert (trained_run / "training_curve.png").stat().st_size > 0
     assert (trained_run / "accuracy_by_presentation.png").stat().st_size > 0
+    rows = (trained_run / "accuracy_by_presentation.csv").read_text().splitlines()
+    assert rows[0] == "index,mean,ci95" and len(rows) == 1 + 6
 
 
 def test_evaluation_uses_held_out_tasks_and_is_reproducible(trained_run: Path) -> None:

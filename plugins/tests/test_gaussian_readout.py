@@ -1,0 +1,113 @@
+"""The Gaussian read-out: sampling with the generator, squashed log-densities, clipping."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from metods_plugins.readout.gaussian import GaussianReadout
+
+from metods_core.testing import check_readout
+
+BOX = gym.spaces.Box(
+    np.array([-0.5, 0.0, -2.0], np.float32), np.array([0.5, 1.0, 2.0], np.float32), dtype=np.float32
+)
+
+
+def build(**config: Any) -> GaussianReadout:
+    torch.manual_seed(0)
+    return GaussianReadout(GaussianReadout.Config(**config), 4, BOX)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"actions": "squash", "log_std": "state_independent"},
+        {"actions": "squash", "log_std": "learned", "hidden": 5},
+        {"actions": "clip", "log_std": "learned"},
+        {"actions": "clip", "log_std": "state_independent", "initial_log_std": -1.0},
+    ],
+    ids=lambda config: "-".join(str(value) for value in config.values()),
+)
+def test_every_variant_conforms_in_an_asymmetric_box(config: dict[str, Any]) -> None:
+    """Each log-std and action variant passes the read-out suite in a Box with uneven bounds."""
+    check_readout(GaussianReadout, BOX, **config)
+
+
+def test_only_bounded_one_dimensional_boxes_are_supported() -> None:
+    """Discrete, unbounded or multi-dimensional spaces are refused."""
+    assert GaussianReadout.supports(BOX)
+    assert not GaussianReadout.supports(gym.spaces.Discrete(3))
+    assert not GaussianReadout.supports(gym.spaces.Box(-np.inf, np.inf, (2,)))
+    assert not GaussianReadout.supports(gym.spaces.Box(-1.0, 1.0, (2, 2)))
+    with pytest.raises(ValueError, match="Box"):
+        GaussianReadout(GaussianReadout.Config(), 4, gym.spaces.Discrete(3))
+
+
+@pytest.mark.parametrize("actions", ["squash", "clip"])
+def test_sample_is_mean_plus_std_times_the_generators_noise(actions: str) -> None:
+    """``sample`` maps ``loc + scale * randn(generator)`` to the Box, detached; ``mode`` maps the
+    mean."""
+    readout = build(actions=actions)
+    distribution, _ = readout(torch.randn(5, 4))
+    sample = readout.sample(distribution, torch.Generator().manual_seed(3))
+    normal = distribution.base_dist.base_dist if actions == "squash" else distribution.base_dist
+    noise = torch.randn(5, 3, generator=torch.Generator().manual_seed(3))
+    u = normal.loc + normal.scale * noise
+    low, high = torch.tensor(BOX.low), torch.tensor(BOX.high)
+    if actions == "squash":
+        expected = (high + low) / 2 + (high - low) / 2 * torch.tanh(u)
+        mode = (high + low) / 2 + (high - low) / 2 * torch.tanh(normal.loc)
+    else:
+        expected, mode = torch.clamp(u, low, high), torch.clamp(normal.loc, low, high)
+    torch.testing.assert_close(sample, expected.detach())
+    torch.testing.assert_close(readout.mode(distribution), mode.detach())
+    assert not sample.requires_grad
+
+
+def test_squashed_log_prob_includes_the_change_of_variables() -> None:
+    """log p(a) = sum_i [log N(u_i) - log(1 - tanh(u_i)^2) - log(half_width_i)], u = atanh of the
+    rescaled action; entropy is the base Gaussian's, summed over dimensions."""
+    readout = build(actions="squash", initial_log_std=-0.3)
+    distribution, _ = readout(torch.randn(5, 4))
+    action = readout.sample(distribution, torch.Generator().manual_seed(1))
+    normal = distribution.base_dist.base_dist
+    low, high = torch.tensor(BOX.low), torch.tensor(BOX.high)
+    half = (high - low) / 2
+    u = torch.atanh((action - (high + low) / 2) / half)
+    expected = (normal.log_prob(u) - torch.log1p(-(torch.tanh(u) ** 2)) - torch.log(half)).sum(-1)
+    torch.testing.assert_close(distribution.log_prob(action), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(distribution.entropy(), normal.entropy().sum(-1))
+    per_dimension = 0.5 * math.log(2 * math.pi * math.e) - 0.3
+    torch.testing.assert_close(distribution.entropy(), torch.full((5,), 3 * per_dimension))
+
+
+def test_saturated_actions_have_finite_log_prob() -> None:
+    """An action exactly on a bound (tanh saturated in float32) still has a finite log-prob."""
+    readout = build(actions="squash")
+    distribution, _ = readout(torch.randn(2, 4))
+    on_bounds = torch.from_numpy(np.stack([BOX.low, BOX.high]))
+    assert torch.isfinite(distribution.log_prob(on_bounds)).all()
+
+
+def test_clip_keeps_actions_in_the_box() -> None:
+    """With a wide Gaussian, clipped samples stay in the Box and some lie on its bounds."""
+    readout = build(actions="clip", initial_log_std=2.0)
+    distribution, _ = readout(torch.randn(64, 4))
+    action = readout.sample(distribution, torch.Generator().manual_seed(0))
+    low, high = torch.tensor(BOX.low), torch.tensor(BOX.high)
+    assert ((action >= low) & (action <= high)).all()
+    assert ((action == low) | (action == high)).any()
+    assert torch.isfinite(distribution.log_prob(action)).all()
+
+
+def test_log_std_is_clamped() -> None:
+    """A learned log-std head is clamped to [min_log_std, max_log_std]."""
+    readout = build(log_std="learned", min_log_std=-1.0, max_log_std=0.5)
+    distribution, _ = readout(torch.randn(8, 4) * 100)
+    scale = distribution.base_dist.base_dist.scale
+    assert scale.min() >= math.exp(-1.0) - 1e-6 and scale.max() <= math.exp(0.5) + 1e-6
