@@ -47,13 +47,15 @@ class Agent(nn.Module):
         action_space: gym.Space,
         rule: PlasticityRule,
         readout: Readout,
+        boundary_input: bool = False,
     ) -> None:
         super().__init__()
         self.config = config
         self.action_space = action_space
         self.observation_size = int(gym.spaces.flatdim(observation_space))
         self.action_size = action_input_size(action_space)
-        in_features = self.observation_size + self.action_size + 1
+        self.boundary_input = boundary_input
+        in_features = self.observation_size + self.action_size + 1 + int(boundary_input)
         self.encoder = nn.Sequential(
             nn.Linear(in_features, config.hidden), _ACTIVATIONS[config.encoder_activation]()
         )
@@ -94,6 +96,7 @@ class Agent(nn.Module):
         previous_action: torch.Tensor,
         previous_reward: torch.Tensor,
         state: State,
+        new_episode: torch.Tensor | None = None,
     ) -> tuple[torch.distributions.Distribution, torch.Tensor, State]:
         """Act once.
 
@@ -102,18 +105,22 @@ class Agent(nn.Module):
             previous_action: encoded previous action ``(batch, action_size)``.
             previous_reward: ``(batch,)``.
             state: the rule's state.
+            new_episode: bool ``(batch,)``, set where ``observation`` starts a new episode of
+                the same lifetime; used only by agents built with ``boundary_input``.
 
         Returns:
             The action distribution, the value estimate ``(batch,)`` and the new state.
         """
-        features = torch.cat(
-            [
-                observation.reshape(observation.shape[0], -1).to(self._dtype()),
-                previous_action.to(self._dtype()),
-                previous_reward.unsqueeze(-1).to(self._dtype()),
-            ],
-            dim=-1,
-        )
+        parts = [
+            observation.reshape(observation.shape[0], -1).to(self._dtype()),
+            previous_action.to(self._dtype()),
+            previous_reward.unsqueeze(-1).to(self._dtype()),
+        ]
+        if self.boundary_input:
+            if new_episode is None:
+                new_episode = torch.zeros(observation.shape[0], device=observation.device)
+            parts.append(new_episode.unsqueeze(-1).to(self._dtype()))
+        features = torch.cat(parts, dim=-1)
         embedding = self.encoder(features)
         output, state = self.rule.step(embedding, state)
         distribution, value = self.readout(output)

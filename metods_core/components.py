@@ -35,7 +35,14 @@ def create_agent(recipe: Recipe, sampler: TaskSampler) -> Agent:
         # The plastic update is the hot path; compiling the whole agent step would also trace
         # the distribution objects, which graph-break. The state is explicit, so this is safe.
         rule.step = torch.compile(rule.step)  # type: ignore[method-assign]
-    return Agent(recipe.agent, sampler.observation_space, sampler.action_space, rule, readout)
+    return Agent(
+        recipe.agent,
+        sampler.observation_space,
+        sampler.action_space,
+        rule,
+        readout,
+        boundary_input=sampler.episodes_per_lifetime > 1,
+    )
 
 
 def create_meta_optimizer(recipe: Recipe) -> MetaOptimizer:

@@ -41,6 +41,8 @@ def run_lifetimes(
 ) -> Lifetimes:
     """Run every lifetime of ``env`` to its end, sampling actions with ``generator``.
 
+    A lifetime of several episodes (``info["episode_boundary"]``) keeps the agent's plastic
+    state across boundaries and tells the agent where each new episode starts.
     The loop makes no host-device synchronisation: finished lifetimes keep stepping and are
     masked out, so the loop always runs ``env.lifetime_steps`` steps.
     """
@@ -51,16 +53,17 @@ def run_lifetimes(
     previous_action = torch.zeros(batch, agent.action_size, device=device)
     previous_reward = torch.zeros(batch, device=device)
     running = torch.ones(batch, dtype=torch.bool, device=device)
+    new_episode = torch.zeros(batch, dtype=torch.bool, device=device)
     rewards, values, log_probs, entropies, alive = [], [], [], [], []
     for _ in range(env.lifetime_steps):
         distribution, value, state = agent.step(
-            observation, previous_action, previous_reward, state
+            observation, previous_action, previous_reward, state, new_episode
         )
         if greedy:
             action = agent.readout.mode(distribution)
         else:
             action = agent.readout.sample(distribution, generator)
-        observation, reward, terminated, truncated, _ = env.step(action)
+        observation, reward, terminated, truncated, info = env.step(action)
         alive.append(running)
         rewards.append(reward * running)
         values.append(value)
@@ -69,6 +72,8 @@ def run_lifetimes(
         running = running & ~(terminated | truncated)
         previous_action = agent.encode_action(action)
         previous_reward = reward
+        # The plastic state is kept across an episode boundary; the agent is only told of it.
+        new_episode = info.get("episode_boundary", torch.zeros_like(running))
     return Lifetimes(
         rewards=torch.stack(rewards),
         values=torch.stack(values),

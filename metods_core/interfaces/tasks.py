@@ -73,6 +73,10 @@ class TaskSampler(abc.ABC):
     observation_space: gym.Space
     action_space: gym.Space
     lifetime_steps: int
+    episodes_per_lifetime: int = 1
+    """Episodes of one task per lifetime. Above 1, the env sets ``info["episode_boundary"]``
+    (bool ``(batch,)``) on the last step of each episode, the agent keeps its plastic state
+    across the boundary, and its encoder is told of it through one extra input."""
 
     @abc.abstractmethod
     def sample(self, n: int, split: Split, generator: torch.Generator) -> TaskBatch:

@@ -126,6 +126,7 @@ class _MuJoCoTasks(TaskSampler, abc.ABC):
                 f"actuators (0 to {actuators - 1})"
             )
         self.lifetime_steps = config.episode_steps * config.episodes_per_lifetime
+        self.episodes_per_lifetime = config.episodes_per_lifetime
 
     @abc.abstractmethod
     def _draw_targets(self, n: int, generator: torch.Generator) -> torch.Tensor:
