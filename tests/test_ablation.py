@@ -232,7 +232,7 @@ def test_summary_statistics_on_a_hand_made_table() -> None:
     mean, half_width, count = first["metrics"]["mean_reward"]
     assert mean == pytest.approx(2.0) and count == 3
     assert half_width == pytest.approx(mean_and_ci95([1.0, 2.0, 3.0])[1])
-    assert half_width == pytest.approx(1.959964 / math.sqrt(3), rel=1e-5)
+    assert half_width == pytest.approx(4.303 / math.sqrt(3), rel=1e-5)  # t(2), 3 seeds
     assert first["metrics"]["accuracy_first"][2] == 2  # an undefined value is left out
     assert "mean_reward_ci95" not in first["metrics"]
     assert (second["n"], second["failed"]) == (1, 1)
@@ -240,7 +240,7 @@ def test_summary_statistics_on_a_hand_made_table() -> None:
     assert mean == 5.0 and math.isnan(half_width) and count == 1
     text = format_summary("demo", ["k"], rows, [], "mean_reward", "metods ablate x", 12.0)
     assert "| k | n | failed | mean_reward | accuracy_first |" in text
-    assert "| 1 | 3 | 0 | 2 ± 1.1 | 0.5 ± 0 |" in text and "| 2 | 1 | 1 | 5 ± n/a |" in text
+    assert "| 1 | 3 | 0 | 2 ± 2.5 | 0.5 ± 0 |" in text and "| 2 | 1 | 1 | 5 ± n/a |" in text
     assert "`metods ablate x`" in text
 
 
@@ -328,7 +328,7 @@ def test_scheduler_restarts_partial_runs_and_records_failures(
     assert [row["status"] for row in rows] == ["done", "failed", "done"]
     assert rows[2]["mean_reward"] == "2.0" and float(rows[0]["wall_time_s"]) > 0
     summary = (tmp_path / "fake" / "summary.md").read_text()
-    assert "| 2 | 1 | 1 ± 2 |" in summary  # seeds 0 and 2: mean 1, CI 1.96 * std / sqrt(2)
+    assert "| 2 | 1 | 1 ± 13 |" in summary  # seeds 0 and 2: mean 1, CI t(1) * std / sqrt(2)
     assert "## Failed runs" in summary and "error: boom" in summary
     assert (tmp_path / "fake" / "ablation.png").is_file()
     plan = json.loads((tmp_path / "fake" / "ablation.json").read_text())

@@ -13,7 +13,7 @@ import torch
 
 from metods_core.evaluation import evaluate_run, summarise
 from metods_core.recipe import load_recipe
-from metods_core.statistics import mean_and_ci95
+from metods_core.statistics import mean_and_ci95, t_quantile_95
 from metods_core.training import train_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,12 +38,20 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_recipe(recipe, tmp_path_factory.mktemp("eval") / "run")
 
 
-def test_mean_and_ci95_matches_the_normal_approximation() -> None:
-    """The half-width is 1.96 standard errors; NaN entries are left out."""
+def test_mean_and_ci95_uses_student_t() -> None:
+    """The half-width is t(n-1) standard errors; NaN entries are left out."""
     mean, half, count = mean_and_ci95([1.0, 2.0, 3.0, float("nan")])
     assert (mean, count) == (2.0, 3)
-    assert half == pytest.approx(1.959964 * 1.0 / math.sqrt(3), rel=1e-6)
+    assert half == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-6)
     assert math.isnan(mean_and_ci95([5.0])[1])
+
+
+def test_t_quantile_approaches_the_normal_one() -> None:
+    """The tabulated and extrapolated t quantiles join smoothly and tend to 1.96."""
+    assert t_quantile_95(30) == pytest.approx(2.042)
+    assert t_quantile_95(31) == pytest.approx(2.040, abs=2e-3)
+    assert t_quantile_95(60) == pytest.approx(2.000, abs=2e-3)
+    assert t_quantile_95(10**6) == pytest.approx(1.95996, abs=1e-4)
 
 
 def test_summarise_reports_scalars_and_curves() -> None:

@@ -133,7 +133,7 @@ def format_summary(
         f"summed: {run_seconds:.0f} s.",
         "",
         "Each metric: mean ± half-width of the 95 % confidence interval over the finished seeds "
-        "(normal approximation; n/a with one seed). Main metric: " + f"`{main}`.",
+        "(Student's t; n/a with one seed). Main metric: " + f"`{main}`.",
         "",
     ]
     header = [*grid_keys, "n", "failed", *metrics]
