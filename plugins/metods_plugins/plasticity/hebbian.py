@@ -22,14 +22,18 @@ post-synaptic activity is small.
 
 from __future__ import annotations
 
-import math
 from typing import Literal, NamedTuple
 
 import torch
 from pydantic import Field
-from torch import nn
 
-from metods_core.interfaces import ComponentConfig, PlasticityRule
+from metods_core.interfaces import PlasticityRule
+from metods_plugins.plasticity._plastic_layer import (
+    PlasticLayerConfig,
+    init_plastic_layer,
+    plastic_read,
+    rate_logit,
+)
 
 
 class HebbianState(NamedTuple):
@@ -44,33 +48,19 @@ class HebbianState(NamedTuple):
 class HebbianRule(PlasticityRule):
     """Recurrent layer with plastic weights W + alpha * Hebb (Miconi et al. 2018)."""
 
-    class Config(ComponentConfig):
+    class Config(PlasticLayerConfig):
         """Parameters of the differentiable-plasticity layer."""
 
-        hidden_size: int | None = Field(None, gt=0)
-        """Recurrent units, the output width (None: the input size)."""
         rule: Literal["decay", "oja"] = "decay"
         """Trace update: decaying Hebb (1-eta) Hebb + eta post pre^T, or Oja's rule."""
-        alpha: Literal["elementwise", "scalar"] = "elementwise"
-        """Plasticity coefficients: one per connection, or one for the layer."""
-        alpha_init: float = 0.1
-        """Initial value of every plasticity coefficient alpha."""
         eta_init: float = Field(0.1, gt=0, lt=1)
         """Initial trace rate eta (learned, kept in (0, 1) by a sigmoid)."""
-        clip: float = Field(1.0, gt=0)
-        """Bound of the trace: Hebb is clipped to [-clip, clip] after every update."""
 
     def __init__(self, config: Config, input_size: int) -> None:
         super().__init__()
         self.config = config
-        n = config.hidden_size or input_size
-        self.output_size = n
-        self.input = nn.Linear(input_size, n)
-        self.weights = nn.Parameter(torch.empty(n, n).uniform_(-1 / n**0.5, 1 / n**0.5))
-        alpha_shape = (n, n) if config.alpha == "elementwise" else (1,)
-        self.alpha = nn.Parameter(torch.full(alpha_shape, config.alpha_init))
-        eta = config.eta_init
-        self.eta_logit = nn.Parameter(torch.tensor(math.log(eta / (1 - eta))))
+        init_plastic_layer(self, config, input_size)
+        self.eta_logit = rate_logit(config.eta_init)
 
     def init_state(self, batch_size: int) -> HebbianState:
         """Return h_0 = 0 ``(batch, N)`` and Hebb_0 = 0 ``(batch, N, N)``."""
@@ -83,11 +73,8 @@ class HebbianRule(PlasticityRule):
         """Update h and Hebb from ``x`` ``(batch, input_size)``; output h_t ``(batch, N)``."""
         # ---- Miconi et al. 2018: plastic recurrent read, then the Hebbian trace update ----
         pre, hebb = state
-        plastic = self.weights + self.alpha * hebb  # (batch, n_post, n_pre)
-        recurrent = torch.bmm(plastic, pre.unsqueeze(-1)).squeeze(-1)
-        post = torch.tanh(self.input(x) + recurrent)
+        post, coactivity = plastic_read(self, x, pre, hebb)
         eta = torch.sigmoid(self.eta_logit)
-        coactivity = post.unsqueeze(-1) * pre.unsqueeze(-2)  # post_j pre_i at [j, i]
         if self.config.rule == "decay":
             hebb = (1 - eta) * hebb + eta * coactivity
         else:

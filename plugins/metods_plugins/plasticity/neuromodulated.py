@@ -22,14 +22,19 @@ alpha starts at a constant ``alpha_init``.
 
 from __future__ import annotations
 
-import math
 from typing import Literal, NamedTuple
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from metods_core.interfaces import ComponentConfig, PlasticityRule
+from metods_core.interfaces import PlasticityRule
+from metods_plugins.plasticity._plastic_layer import (
+    PlasticLayerConfig,
+    init_plastic_layer,
+    plastic_read,
+    rate_logit,
+)
 
 
 class NeuromodulatedState(NamedTuple):
@@ -46,36 +51,22 @@ class NeuromodulatedState(NamedTuple):
 class NeuromodulatedRule(PlasticityRule):
     """Recurrent layer whose Hebbian updates are gated by a learned neuromodulator M(t)."""
 
-    class Config(ComponentConfig):
+    class Config(PlasticLayerConfig):
         """Parameters of the backpropamine layer."""
 
-        hidden_size: int | None = Field(None, gt=0)
-        """Recurrent units, the output width (None: the input size)."""
         variant: Literal["simple", "retroactive"] = "simple"
         """M(t) gates the current co-activity (simple) or an eligibility trace (retroactive)."""
-        alpha: Literal["elementwise", "scalar"] = "elementwise"
-        """Plasticity coefficients: one per connection, or one for the layer."""
-        alpha_init: float = 0.1
-        """Initial value of every plasticity coefficient alpha."""
         eta_init: float = Field(0.1, gt=0, lt=1)
         """Initial eligibility-trace rate eta (retroactive only; learned, in (0, 1))."""
-        clip: float = Field(1.0, gt=0)
-        """Bound of the trace: Hebb is clipped to [-clip, clip] after every update."""
 
     def __init__(self, config: Config, input_size: int) -> None:
         super().__init__()
         self.config = config
-        n = config.hidden_size or input_size
-        self.output_size = n
-        self.input = nn.Linear(input_size, n)
-        self.weights = nn.Parameter(torch.empty(n, n).uniform_(-1 / n**0.5, 1 / n**0.5))
-        alpha_shape = (n, n) if config.alpha == "elementwise" else (1,)
-        self.alpha = nn.Parameter(torch.full(alpha_shape, config.alpha_init))
+        n = init_plastic_layer(self, config, input_size)
         self.modulator = nn.Linear(n, 1)
         self.eta_logit: nn.Parameter | None = None
         if config.variant == "retroactive":
-            eta = config.eta_init
-            self.eta_logit = nn.Parameter(torch.tensor(math.log(eta / (1 - eta))))
+            self.eta_logit = rate_logit(config.eta_init)
 
     def init_state(self, batch_size: int) -> NeuromodulatedState:
         """Return h_0 = 0 ``(batch, N)``, Hebb_0 = 0 and E_0 = 0 ``(batch, N, N)``."""
@@ -96,11 +87,8 @@ class NeuromodulatedRule(PlasticityRule):
         """Update h, Hebb (and E) from ``x`` ``(batch, input_size)``; output h_t ``(batch, N)``."""
         # ---- Backpropamine: plastic recurrent read, then the neuromodulated update ----
         pre, hebb, eligibility = state
-        plastic = self.weights + self.alpha * hebb  # (batch, n_post, n_pre)
-        recurrent = torch.bmm(plastic, pre.unsqueeze(-1)).squeeze(-1)
-        post = torch.tanh(self.input(x) + recurrent)
+        post, coactivity = plastic_read(self, x, pre, hebb)
         modulation = self.modulation(post)
-        coactivity = post.unsqueeze(-1) * pre.unsqueeze(-2)  # post_j pre_i at [j, i]
         if self.eta_logit is None:
             hebb = hebb + modulation * coactivity
         else:
