@@ -36,6 +36,7 @@ test-fast: setup
 
 benchmark: setup
 	$(BIN)/python benchmarks/harlow_throughput.py
+	$(BIN)/python benchmarks/env_stepping.py
 
 lint: setup
 	$(BIN)/ruff check metods_core plugins tests benchmarks

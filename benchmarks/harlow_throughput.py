@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     lifetime = ok[0]["lifetime_steps"] if ok else "?"
     memory = "CUDA max allocated" if args.device == "cuda" else "peak RSS above baseline"
     print(
-        f"Harlow throughput: {args.steps} timed steps after {args.warmup} warm-up, device "
+        f"Meta-training throughput of {args.recipe}: {args.steps} timed steps after {args.warmup} warm-up, device "
         f"{args.device}, {args.threads} torch threads, torch {ok[0]['torch'] if ok else '?'}, "
         f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
         f"peak memory MB: {memory}.\n"

@@ -39,3 +39,35 @@ def test_tiny_grid_prints_both_tables_and_writes_json(tmp_path):
     assert outer["env_steps_per_s"] > 0
     assert 0 < outer["active_env_steps_per_s"] <= outer["env_steps_per_s"]
     assert rule["synaptic_updates_per_s"] > 0
+
+
+STEPPING = SCRIPT.parent / "env_stepping.py"
+
+
+def test_env_stepping_refuses_a_bad_batch_list():
+    """A batch list that is not positive integers is a usage error (exit status 2)."""
+    done = subprocess.run(
+        [sys.executable, str(STEPPING), "--batch", "64,x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "expected positive integers" in done.stderr
+
+
+def test_env_stepping_times_the_maze_and_writes_json(tmp_path):
+    """The maze's sampling and stepping are timed at each batch size and every number is kept."""
+    out = tmp_path / "stepping.json"
+    recipe = SCRIPT.parent.parent / "recipes" / "maze" / "metods.yaml"
+    command = [sys.executable, str(STEPPING), "--recipe", str(recipe), "--batch", "4,8"]
+    command += ["--lifetimes", "1", "--warmup", "0", "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "| task | batch | steps per lifetime | sample ms |" in done.stdout
+    assert "| maze | 8 | 100 |" in done.stdout
+    results = json.loads(out.read_text())
+    assert [result["batch"] for result in results] == [4, 8]
+    for result in results:
+        assert result["env_steps_per_s"] >= result["env_steps_per_s_with_sampling"] > 0
+        assert 0 < result["sample_share"] < 1

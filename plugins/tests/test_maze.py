@@ -324,9 +324,11 @@ def test_too_small_mazes_are_rejected(config: dict[str, Any]) -> None:
         MazeTasks.Config(**config)
 
 
-def random_agent_reference(episodes: int = 1000, size: int = 8) -> dict[str, float]:
+def random_agent_reference(
+    episodes: int = 1000, size: int = 8, outer_wall_included: bool = True
+) -> dict[str, float]:
     """Return the uniformly random policy's mean metrics on ``episodes`` held-out mazes."""
-    sampler = MazeTasks(MazeTasks.Config(size=size))
+    sampler = MazeTasks(MazeTasks.Config(size=size, outer_wall_included=outer_wall_included))
     tasks_generator = torch.Generator().manual_seed(2022)
     policy = uniform(torch.Generator().manual_seed(2023))
     collected: dict[str, list[torch.Tensor]] = {}
@@ -348,6 +350,10 @@ def test_random_agent_reference() -> None:
 
 
 if __name__ == "__main__":
-    for size in (8, 10):
-        reference = random_agent_reference(size=size)
-        print(f"random policy, 1000 held-out {size} x {size} mazes: {reference}")
+    for wall_included in (True, False):
+        for size in (8, 10):
+            reference = random_agent_reference(size=size, outer_wall_included=wall_included)
+            print(
+                f"random policy, 1000 held-out {size} x {size} mazes "
+                f"(outer_wall_included={wall_included}): {reference}"
+            )
