@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,23 @@ from metods_core.training.run_dir import read_run_recipe
 from metods_core.training.seeding import derive_seed
 
 EVALUATION_FILE = "evaluation.json"
+
+
+def overrides_tag(overrides: Sequence[str]) -> str:
+    """Return the file-name tag of an evaluation's overrides: ``""`` when there are none.
+
+    ``["task.impair_actuator=3"]`` gives ``"-task.impair_actuator=3"``, so that the impaired
+    evaluation writes ``evaluation-task.impair_actuator=3.json`` beside, not over, the plain
+    ``evaluation.json``. Characters unsafe in file names become ``_``; a long tag is shortened
+    and made unique by a hash of the overrides.
+    """
+    if not overrides:
+        return ""
+    text = ",".join(overrides)
+    tag = re.sub(r"[^A-Za-z0-9._=+,-]", "_", text)
+    if len(tag) > 80:
+        tag = f"{tag[:60]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return f"-{tag}"
 
 
 def load_trained_module(
@@ -109,8 +128,10 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Meta-test the run's last checkpoint on held-out tasks; write JSON and PNG plots.
 
-    ``overrides`` change the test conditions (``task.max_steps=100``); they never touch the
-    checkpoint. Returns the summary also written to ``RUN_DIR/evaluation.json``.
+    ``overrides`` change the test conditions (``task.impair_actuator=3``); they never touch the
+    checkpoint. Returns the summary also written to ``RUN_DIR/evaluation.json``; with
+    overrides, to ``RUN_DIR/evaluation-<overrides>.json`` (see :func:`overrides_tag`), and the
+    curves' PNG and CSV files carry the same tag, so no evaluation overwrites another.
     """
     run_dir = Path(run_dir)
     module = load_trained_module(run_dir, overrides)
@@ -135,12 +156,14 @@ def evaluate_run(
         }
     )
     summary = _without_nan(summary)
-    (run_dir / EVALUATION_FILE).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    tag = overrides_tag(overrides)
+    evaluation_file = run_dir / EVALUATION_FILE.replace(".json", f"{tag}.json")
+    evaluation_file.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     from metods_core.plots import plot_curves, plot_training_curve
 
     summary["plots"] = [
         str(path)
-        for path in [plot_training_curve(run_dir), *plot_curves(run_dir, summary, metrics)]
+        for path in [plot_training_curve(run_dir), *plot_curves(run_dir, summary, metrics, tag)]
         if path is not None
     ]
     return summary

@@ -55,11 +55,12 @@ def plot_training_curve(run_dir: Path, column: str = "train/episode_reward") -> 
 
 
 def plot_curves(
-    run_dir: Path, summary: dict[str, Any], metrics: dict[str, torch.Tensor]
+    run_dir: Path, summary: dict[str, Any], metrics: dict[str, torch.Tensor], tag: str = ""
 ) -> list[Path]:
     """Plot each curve metric (``(tasks, K)``, such as accuracy per presentation) with its CI.
 
-    Each curve is also written as ``RUN_DIR/<name>.csv`` (index, mean, ci95).
+    Each curve goes to ``RUN_DIR/<name><tag>.png`` and ``RUN_DIR/<name><tag>.csv`` (index,
+    mean, ci95); ``tag`` tells evaluations under different overrides apart.
     """
     paths = []
     for name, values in metrics.items():
@@ -80,10 +81,10 @@ def plot_curves(
             axis.fill_between(index, low, high, alpha=0.3)
         axis.set_xlabel("index (presentation, episode, time-step...)")
         axis.set_ylabel(name.replace("_", " "))
-        axis.set_title(f"held-out tasks: {run_dir.name}")
+        axis.set_title(f"held-out tasks: {run_dir.name}{tag}")
         axis.grid(alpha=0.3)
-        _write_curve_csv(run_dir / f"{name}.csv", means, summary[f"{name}_ci95"])
-        path = run_dir / f"{name}.png"
+        _write_curve_csv(run_dir / f"{name}{tag}.csv", means, summary[f"{name}_ci95"])
+        path = run_dir / f"{name}{tag}.png"
         figure.tight_layout()
         figure.savefig(path, dpi=100)
         plt.close(figure)

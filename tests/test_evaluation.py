@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metods_core.evaluation import evaluate_run, summarise
+from metods_core.evaluation import evaluate_run, overrides_tag, summarise
 from metods_core.recipe import load_recipe
 from metods_core.statistics import mean_and_ci95, t_quantile_95
 from metods_core.training import train_recipe
@@ -76,6 +76,32 @@ def test_evaluate_run_writes_json_and_plots(trained_run: Path) -> None:
     assert (trained_run / "accuracy_by_presentation.png").stat().st_size > 0
     rows = (trained_run / "accuracy_by_presentation.csv").read_text().splitlines()
     assert rows[0] == "index,mean,ci95" and len(rows) == 1 + 6
+
+
+def test_overrides_tag_names_files_safely() -> None:
+    """No overrides: no tag; otherwise the overrides in a file-name-safe, bounded form."""
+    assert overrides_tag([]) == ""
+    assert overrides_tag(["task.impair_actuator=3"]) == "-task.impair_actuator=3"
+    assert overrides_tag(["a=x/y", "b=1 2"]) == "-a=x_y,b=1_2"
+    long = overrides_tag([f"task.field_{index}=value" for index in range(10)])
+    assert len(long) <= 70 and long != overrides_tag([f"task.field_{i}=other" for i in range(10)])
+
+
+def test_evaluation_under_overrides_keeps_the_plain_one(trained_run: Path) -> None:
+    """An evaluation with overrides writes tagged files beside, never over, the plain ones."""
+    plain = evaluate_run(trained_run, episodes=16)
+    plain_curve = (trained_run / "accuracy_by_presentation.csv").read_text()
+    changed = evaluate_run(trained_run, episodes=16, overrides=["task.trials=3"])
+    assert json.loads((trained_run / "evaluation.json").read_text()) == {
+        key: value for key, value in plain.items() if key != "plots"
+    }
+    tagged = json.loads((trained_run / "evaluation-task.trials=3.json").read_text())
+    assert tagged["overrides"] == ["task.trials=3"]
+    assert len(tagged["accuracy_by_presentation"]) == 3 == len(changed["accuracy_by_presentation"])
+    assert (trained_run / "accuracy_by_presentation.csv").read_text() == plain_curve
+    rows = (trained_run / "accuracy_by_presentation-task.trials=3.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3
+    assert (trained_run / "accuracy_by_presentation-task.trials=3.png").stat().st_size > 0
 
 
 def test_evaluation_uses_held_out_tasks_and_is_reproducible(trained_run: Path) -> None:
