@@ -98,6 +98,44 @@ def test_loss_averages_over_running_steps() -> None:
     torch.testing.assert_close(losses["loss"], torch.tensor(-1.2 + 0.1 * 1.6 - 0.03 * 2.0))
 
 
+def example_lifetimes(log_probs: torch.Tensor | None = None) -> Lifetimes:
+    """The two-task example above, with zero critic values."""
+    return Lifetimes(
+        rewards=REWARDS * ALIVE,
+        values=torch.zeros(3, 2),
+        log_probs=torch.ones(3, 2) if log_probs is None else log_probs,
+        entropies=torch.zeros(3, 2),
+        alive=ALIVE,
+        metrics={},
+    )
+
+
+def test_reward_scale_scales_advantages_and_critic_targets() -> None:
+    """With zero values, scaling rewards by 0.1 scales the policy loss by 0.1 and the
+    critic's squared error by 0.01; the lifetimes' rewards themselves are untouched."""
+    lifetimes = example_lifetimes()
+    plain = A2CMetaOptimizer(A2CMetaOptimizer.Config(gamma=GAMMA)).loss(lifetimes)
+    config = A2CMetaOptimizer.Config(gamma=GAMMA, reward_scale=0.1)
+    scaled = A2CMetaOptimizer(config).loss(lifetimes)
+    torch.testing.assert_close(scaled["policy_loss"], 0.1 * plain["policy_loss"])
+    torch.testing.assert_close(scaled["value_loss"], 0.01 * plain["value_loss"])
+    torch.testing.assert_close(lifetimes.rewards, REWARDS * ALIVE)
+
+
+def test_normalized_advantages_have_zero_mean_and_unit_std_over_running_steps() -> None:
+    """The policy loss with log-probs 1 is minus the mean advantage (0 once standardised);
+    with log-probs equal to the standardised advantages it is minus their variance (1)."""
+    config = A2CMetaOptimizer.Config(gamma=GAMMA, normalize_advantages=True)
+    optimizer = A2CMetaOptimizer(config)
+    assert abs(float(optimizer.loss(example_lifetimes())["policy_loss"])) < 1e-6
+    raw = generalized_advantages(REWARDS * ALIVE, torch.zeros(3, 2), ALIVE, GAMMA, 1.0)
+    running = raw[ALIVE]
+    standardised = torch.zeros(3, 2)
+    standardised[ALIVE] = (running - running.mean()) / running.std(unbiased=False)
+    losses = optimizer.loss(example_lifetimes(log_probs=standardised))
+    torch.testing.assert_close(losses["policy_loss"], torch.tensor(-1.0))
+
+
 def tiny_agent(**rule: object) -> tuple[Agent, HarlowTasks]:
     """Return a MetODS agent (N = 8, S = 2) on a 20-step Harlow task."""
     tasks = HarlowTasks(HarlowTasks.Config(max_steps=20))

@@ -52,6 +52,13 @@ class A2CMetaOptimizer(MetaOptimizer):
         """Clip the gradients' global norm to this."""
         adam_eps: float = Field(1e-8, gt=0)
         """Adam's epsilon."""
+        reward_scale: float = Field(1.0, gt=0)
+        """Multiply the rewards by this in the loss only (the agent's reward input and the
+        logged rewards are unscaled): keeps long-horizon returns, and so the critic's error,
+        of order one (e.g. 0.1 for MuJoCo's 200-step episodes)."""
+        normalize_advantages: bool = False
+        """Standardise the advantages over the batch's running steps (mean 0, standard
+        deviation 1) before the policy loss, as Stable-Baselines3's option of that name."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -64,12 +71,17 @@ class A2CMetaOptimizer(MetaOptimizer):
     def loss(self, lifetimes: Lifetimes) -> dict[str, torch.Tensor]:
         """Return the A2C loss and its parts, averaged over the steps of running lifetimes."""
         cfg = self.config
+        rewards = lifetimes.rewards * cfg.reward_scale
         advantages = generalized_advantages(
-            lifetimes.rewards, lifetimes.values.detach(), lifetimes.alive, cfg.gamma, cfg.gae_lambda
+            rewards, lifetimes.values.detach(), lifetimes.alive, cfg.gamma, cfg.gae_lambda
         )
         returns = advantages + lifetimes.values.detach()
         mask = lifetimes.alive.float()
         count = mask.sum().clamp(min=1.0)
+        if cfg.normalize_advantages:
+            mean = (advantages * mask).sum() / count
+            std = (((advantages - mean) * mask).pow(2).sum() / count).sqrt()
+            advantages = (advantages - mean) / (std + 1e-8) * mask
         policy_loss = -(lifetimes.log_probs * advantages * mask).sum() / count
         value_loss = 0.5 * ((returns - lifetimes.values).pow(2) * mask).sum() / count
         entropy = (lifetimes.entropies * mask).sum() / count
