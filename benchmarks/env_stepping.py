@@ -20,7 +20,6 @@ whole outer steps.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import move_data_to_device
 
 from metods_core.components import create_task_sampler
 from metods_core.interfaces import BatchedEnv
@@ -105,7 +105,7 @@ def measure(args: argparse.Namespace, recipe_path: Path, batch: int) -> dict[str
     for index in range(args.warmup + args.lifetimes):
         start = time.perf_counter()
         tasks = sampler.sample(batch, "train", task_generator)
-        tasks = _move(tasks, args.device)
+        tasks = move_data_to_device(tasks, args.device)  # as Lightning moves each batch
         _sync(args.device)
         sampled = time.perf_counter()
         env = sampler.make_env(tasks)
@@ -129,18 +129,6 @@ def measure(args: argparse.Namespace, recipe_path: Path, batch: int) -> dict[str
         "env_steps_per_s_with_sampling": env_steps / (sample_seconds + step_seconds),
         "sample_share": sample_seconds / (sample_seconds + step_seconds),
     }
-
-
-def _move(tasks: Any, device: str) -> Any:
-    """Move a task batch's tensors to ``device``, as Lightning does with each batch."""
-    if device == "cpu":
-        return tasks
-    moved = {
-        field.name: getattr(tasks, field.name).to(device)
-        for field in dataclasses.fields(tasks)
-        if isinstance(getattr(tasks, field.name), torch.Tensor)
-    }
-    return dataclasses.replace(tasks, **moved)
 
 
 COLUMNS = [  # (header, result key, format)

@@ -17,7 +17,6 @@ parallel runs would oversubscribe a 2-core machine and ruin the timings.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -120,18 +119,6 @@ def _build(args: argparse.Namespace, setting: tuple[int, int, int]) -> tuple[Any
     return recipe, sampler, agent
 
 
-def _to_device(tasks: Any, device: Any) -> Any:
-    """Move a task batch's tensors to ``device``, as Lightning does with each batch."""
-    import torch
-
-    moved = {
-        field.name: getattr(tasks, field.name).to(device)
-        for field in dataclasses.fields(tasks)
-        if isinstance(getattr(tasks, field.name), torch.Tensor)
-    }
-    return dataclasses.replace(tasks, **moved)
-
-
 def _timed(args: argparse.Namespace, run_once: Any) -> tuple[float, float, float]:
     """Warm up, then time ``args.steps`` calls; return (seconds, baseline MiB, peak MiB)."""
     import torch
@@ -158,6 +145,7 @@ def _timed(args: argparse.Namespace, run_once: Any) -> tuple[float, float, float
 def measure_outer(args: argparse.Namespace, setting: tuple[int, int, int]) -> dict[str, Any]:
     """Time the meta-optimizer's outer steps, built and seeded as the training loop does."""
     import torch
+    from lightning.pytorch.utilities import move_data_to_device
 
     from metods_core.components import create_meta_optimizer
     from metods_core.interfaces import OuterStep
@@ -171,7 +159,8 @@ def measure_outer(args: argparse.Namespace, setting: tuple[int, int, int]) -> di
 
     def run_once(index: int) -> None:
         task_generator = torch.Generator().manual_seed(derive_seed(recipe.seed, "tasks", 0, index))
-        tasks = _to_device(sampler.sample(batch, "train", task_generator), args.device)
+        tasks = sampler.sample(batch, "train", task_generator)
+        tasks = move_data_to_device(tasks, args.device)  # as Lightning moves each batch
         env = sampler.make_env(tasks)
         generator = torch.Generator(device=args.device)
         generator.manual_seed(derive_seed(recipe.seed, "actions", tasks.seed))
@@ -326,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     lifetime = ok[0]["lifetime_steps"] if ok else "?"
     memory = "CUDA max allocated" if args.device == "cuda" else "peak RSS above baseline"
     print(
-        f"Meta-training throughput of {args.recipe}: {args.steps} timed steps after {args.warmup} warm-up, device "
+        f"Meta-training throughput of {args.recipe}: {args.steps} timed steps after "
+        f"{args.warmup} warm-up, device "
         f"{args.device}, {args.threads} torch threads, torch {ok[0]['torch'] if ok else '?'}, "
         f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
         f"peak memory MB: {memory}.\n"
