@@ -28,8 +28,10 @@ from metods_core.testing.meta_optimizer import META_OPTIMIZER_CHECKS, check_meta
 from metods_core.testing.plasticity import PLASTICITY_CHECKS, check_plasticity_rule
 from metods_core.testing.readout import ACTION_SPACES, READOUT_CHECKS, check_readout
 from metods_core.testing.tasks import TASK_CHECKS, check_task_sampler
+from metods_core.testing.torch_calls import CountTorchCalls
 
 __all__ = [
+    "CountTorchCalls",
     "ACTION_SPACES",
     "META_OPTIMIZER_CHECKS",
     "PLASTICITY_CHECKS",

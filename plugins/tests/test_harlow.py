@@ -10,7 +10,8 @@ import pytest
 import torch
 from metods_plugins.tasks.harlow import LEFT, RIGHT, STAY, HarlowEnv, HarlowTasks
 from pydantic import ValidationError
-from torch.overrides import TorchFunctionMode
+
+from metods_core.testing.torch_calls import CountTorchCalls
 
 VIEW = 9
 CENTRE = VIEW // 2
@@ -201,18 +202,6 @@ def test_each_task_follows_its_own_agent() -> None:
         env.lifetime_metrics()["episode_reward"], torch.tensor([7.2, -4.8, 0.0])
     )
     assert episode.terminated[:, :2].any(0).all() and episode.truncated[74, 2]
-
-
-class CountTorchCalls(TorchFunctionMode):
-    """Count the torch functions and tensor methods called inside the context."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.calls += 1
-        return func(*args, **(kwargs or {}))
 
 
 def test_step_is_batched_without_a_python_loop() -> None:

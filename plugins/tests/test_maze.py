@@ -25,7 +25,8 @@ from metods_plugins.tasks.maze import (
 )
 from metods_plugins.tasks.maze_generation import generate_mazes
 from pydantic import ValidationError
-from torch.overrides import TorchFunctionMode
+
+from metods_core.testing.torch_calls import CountTorchCalls
 
 Policy = Callable[[torch.Tensor, MazeEnv], torch.Tensor]
 CORRIDOR = [
@@ -269,18 +270,6 @@ def test_each_task_follows_its_own_agent() -> None:
         assert torch.equal(a[name][:, 1:], b[name][:, 1:])
     assert metrics_b["success"].tolist() == [0.0, 1.0, 1.0, 1.0]
     assert torch.equal(metrics_a["rewards_found"][1:], metrics_b["rewards_found"][1:])
-
-
-class CountTorchCalls(TorchFunctionMode):
-    """Count the torch functions and tensor methods called inside the context."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.calls += 1
-        return func(*args, **(kwargs or {}))
 
 
 def test_step_is_batched_without_a_python_loop() -> None:
