@@ -148,7 +148,7 @@ def measure_outer(args: argparse.Namespace, setting: tuple[int, int, int]) -> di
     from lightning.pytorch.utilities import move_data_to_device
 
     from metods_core.components import create_meta_optimizer
-    from metods_core.interfaces import OuterStep
+    from metods_core.interfaces import OuterBatch
     from metods_core.training.seeding import derive_seed
 
     recipe, sampler, agent = _build(args, setting)
@@ -161,11 +161,13 @@ def measure_outer(args: argparse.Namespace, setting: tuple[int, int, int]) -> di
         task_generator = torch.Generator().manual_seed(derive_seed(recipe.seed, "tasks", 0, index))
         tasks = sampler.sample(batch, "train", task_generator)
         tasks = move_data_to_device(tasks, args.device)  # as Lightning moves each batch
-        env = sampler.make_env(tasks)
         generator = torch.Generator(device=args.device)
         generator.manual_seed(derive_seed(recipe.seed, "actions", tasks.seed))
-        step = OuterStep(optimizer, lambda loss: loss.backward(), generator)
-        metrics = meta_optimizer.training_step(agent, env, step)
+        outer = OuterBatch(
+            tasks, sampler.make_env, optimizer, lambda loss: loss.backward(), generator, step=index
+        )
+        metrics = meta_optimizer.training_step(agent, outer)
+        outer.close()
         loss = metrics.get("loss")
         # The training loop's one host sync per outer step: its check for a diverged loss.
         if loss is not None and not bool(torch.isfinite(loss)):

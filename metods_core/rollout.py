@@ -1,4 +1,4 @@
-"""Run an agent through whole lifetimes of a batched environment."""
+"""Run an agent through whole lifetimes of a batched environment, and replay recorded ones."""
 
 from __future__ import annotations
 
@@ -7,7 +7,40 @@ from dataclasses import dataclass
 import torch
 
 from metods_core.agent import Agent
-from metods_core.interfaces import BatchedEnv
+from metods_core.interfaces import BatchedEnv, State
+
+
+@dataclass
+class LifetimeRecord:
+    """The agent's inputs and actions over ``steps`` steps of ``batch`` lifetimes.
+
+    Enough to replay the lifetimes through the agent (with new meta-parameters) from its
+    initial plastic state, without the environment: step ``t``'s inputs are what the agent
+    saw at ``t``, ``actions[t]`` what it did.
+
+    Attributes:
+        observations: ``(steps, batch, *obs_shape)``.
+        previous_actions: encoded previous actions ``(steps, batch, action_size)``.
+        previous_rewards: ``(steps, batch)``.
+        new_episode: bool ``(steps, batch)``, set where a new episode of the lifetime starts.
+        actions: the actions taken ``(steps, batch, ...)``.
+    """
+
+    observations: torch.Tensor
+    previous_actions: torch.Tensor
+    previous_rewards: torch.Tensor
+    new_episode: torch.Tensor
+    actions: torch.Tensor
+
+    def select(self, lifetimes: torch.Tensor) -> LifetimeRecord:
+        """Return the record of the lifetimes indexed by ``lifetimes`` ``(k,)`` (whole, in time)."""
+        return LifetimeRecord(
+            observations=self.observations[:, lifetimes],
+            previous_actions=self.previous_actions[:, lifetimes],
+            previous_rewards=self.previous_rewards[:, lifetimes],
+            new_episode=self.new_episode[:, lifetimes],
+            actions=self.actions[:, lifetimes],
+        )
 
 
 @dataclass
@@ -21,6 +54,7 @@ class Lifetimes:
         entropies: policy entropies ``(steps, batch)``.
         alive: ``(steps, batch)`` bool, whether the step belongs to a running lifetime.
         metrics: the task family's per-task metrics at the end (``BatchedEnv.lifetime_metrics``).
+        record: the inputs and actions, when the rollout was asked to record them.
     """
 
     rewards: torch.Tensor
@@ -29,6 +63,7 @@ class Lifetimes:
     entropies: torch.Tensor
     alive: torch.Tensor
     metrics: dict[str, torch.Tensor]
+    record: LifetimeRecord | None = None
 
     @property
     def env_steps(self) -> torch.Tensor:
@@ -36,15 +71,29 @@ class Lifetimes:
         return self.alive.sum()
 
 
+@dataclass
+class Replay:
+    """The agent's outputs on recorded lifetimes: each ``(steps, batch)``."""
+
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    entropies: torch.Tensor
+
+
 def run_lifetimes(
-    agent: Agent, env: BatchedEnv, generator: torch.Generator, greedy: bool = False
+    agent: Agent,
+    env: BatchedEnv,
+    generator: torch.Generator,
+    greedy: bool = False,
+    record: bool = False,
 ) -> Lifetimes:
     """Run every lifetime of ``env`` to its end, sampling actions with ``generator``.
 
     A lifetime of several episodes (``info["episode_boundary"]``) keeps the agent's plastic
     state across boundaries and tells the agent where each new episode starts.
     The loop makes no host-device synchronisation: finished lifetimes keep stepping and are
-    masked out, so the loop always runs ``env.lifetime_steps`` steps.
+    masked out, so the loop always runs ``env.lifetime_steps`` steps. With ``record`` the
+    agent's inputs and actions are kept in ``Lifetimes.record`` for ``replay_lifetimes``.
     """
     observation, _ = env.reset()
     batch = env.num_envs
@@ -55,6 +104,7 @@ def run_lifetimes(
     running = torch.ones(batch, dtype=torch.bool, device=device)
     new_episode = torch.zeros(batch, dtype=torch.bool, device=device)
     rewards, values, log_probs, entropies, alive = [], [], [], [], []
+    inputs: list[tuple[torch.Tensor, ...]] = []
     for _ in range(env.lifetime_steps):
         distribution, value, state = agent.step(
             observation, previous_action, previous_reward, state, new_episode
@@ -63,6 +113,8 @@ def run_lifetimes(
             action = agent.readout.mode(distribution)
         else:
             action = agent.readout.sample(distribution, generator)
+        if record:
+            inputs.append((observation, previous_action, previous_reward, new_episode, action))
         observation, reward, terminated, truncated, info = env.step(action)
         alive.append(running)
         rewards.append(reward * running)
@@ -74,6 +126,10 @@ def run_lifetimes(
         previous_reward = reward
         # The plastic state is kept across an episode boundary; the agent is only told of it.
         new_episode = info.get("episode_boundary", torch.zeros_like(running))
+    recorded = None
+    if record:
+        columns = [torch.stack([step[k] for step in inputs]) for k in range(5)]
+        recorded = LifetimeRecord(*(column.detach() for column in columns))
     return Lifetimes(
         rewards=torch.stack(rewards),
         values=torch.stack(values),
@@ -81,4 +137,41 @@ def run_lifetimes(
         entropies=torch.stack(entropies),
         alive=torch.stack(alive),
         metrics=env.lifetime_metrics(),
+        record=recorded,
     )
+
+
+def replay_steps(
+    agent: Agent, record: LifetimeRecord, state: State, start: int, stop: int
+) -> tuple[Replay, State]:
+    """Replay steps ``start`` to ``stop`` (excluded) of ``record`` from plastic ``state``.
+
+    Returns the outputs ``(stop - start, batch)`` and the state after step ``stop - 1``.
+    Gradients flow to the meta-parameters and to ``state`` (BPTT over the span).
+    """
+    log_probs, values, entropies = [], [], []
+    for t in range(start, stop):
+        distribution, value, state = agent.step(
+            record.observations[t],
+            record.previous_actions[t],
+            record.previous_rewards[t],
+            state,
+            record.new_episode[t],
+        )
+        log_probs.append(distribution.log_prob(record.actions[t]))
+        values.append(value)
+        entropies.append(distribution.entropy())
+    replay = Replay(torch.stack(log_probs), torch.stack(values), torch.stack(entropies))
+    return replay, state
+
+
+def replay_lifetimes(agent: Agent, record: LifetimeRecord) -> Replay:
+    """Replay whole recorded lifetimes from the agent's initial plastic state.
+
+    With unchanged meta-parameters the outputs equal those of the recorded rollout; with
+    updated ones they are what the new policy would have computed on the same inputs
+    (PPO's probability ratio). Gradients flow through the whole lifetime.
+    """
+    steps, batch = record.previous_rewards.shape
+    replay, _ = replay_steps(agent, record, agent.init_state(batch), 0, steps)
+    return replay

@@ -22,7 +22,12 @@ from metods_core.ablation.plan import PlannedRun
 from metods_core.errors import MetodsError
 from metods_core.evaluation import EVALUATION_FILE
 from metods_core.recipe import recipe_to_dict
-from metods_core.training.checkpoints import CheckpointError, list_checkpoints, read_checkpoint
+from metods_core.training.checkpoints import (
+    CheckpointError,
+    checkpoint_outer_step,
+    list_checkpoints,
+    read_checkpoint,
+)
 from metods_core.training.run_dir import LAST_CHECKPOINT, RECIPE_FILE, read_run_recipe
 
 _IGNORED = ("source", "trainer.num_threads", "trainer.max_steps", "logger", "evaluation")
@@ -156,7 +161,7 @@ def _latest_readable_checkpoint(run_dir: Path) -> tuple[int, Path | None, str]:
     error = ""
     for path in list_checkpoints(run_dir):
         try:
-            return int(read_checkpoint(path).get("global_step", 0)), path, ""
+            return checkpoint_outer_step(read_checkpoint(path)), path, ""
         except CheckpointError as exc:
             error = error or str(exc)
     return 0, None, error

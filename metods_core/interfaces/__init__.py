@@ -1,7 +1,7 @@
 """The four extension points of metods, one small abstract class each."""
 
 from metods_core.interfaces.config import ComponentConfig
-from metods_core.interfaces.meta_optimizer import MetaOptimizer, OuterStep
+from metods_core.interfaces.meta_optimizer import MetaOptimizer, OuterBatch, ReduceOp
 from metods_core.interfaces.plasticity import PlasticityRule, State
 from metods_core.interfaces.readout import Readout
 from metods_core.interfaces.state import map_state, where_state
@@ -11,9 +11,10 @@ __all__ = [
     "BatchedEnv",
     "ComponentConfig",
     "MetaOptimizer",
-    "OuterStep",
+    "OuterBatch",
     "PlasticityRule",
     "Readout",
+    "ReduceOp",
     "Split",
     "State",
     "TaskBatch",

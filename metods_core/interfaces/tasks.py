@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -26,6 +27,19 @@ class TaskBatch:
     split: str
     seed: int
 
+    def repeat(self, times: int) -> TaskBatch:
+        """Return the batch tiled ``times`` times: task ``i`` of copy ``k`` is task
+        ``k * size + i`` (every tensor field batched in dim 0 is repeated; ``seed`` is kept).
+
+        Used by algorithms that run several agents on the same tasks (an ES population).
+        """
+        updates: dict[str, Any] = {"size": self.size * times}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == self.size:
+                updates[item.name] = value.repeat(times, *([1] * (value.dim() - 1)))
+        return dataclasses.replace(self, **updates)
+
 
 class BatchedEnv(abc.ABC):
     """A batch of environments, one per task, following Gymnasium's vector API in torch.
@@ -42,7 +56,10 @@ class BatchedEnv(abc.ABC):
 
     @abc.abstractmethod
     def reset(self) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Start every lifetime; return observations ``(batch, *obs_shape)`` and info."""
+        """Start every lifetime; return observations ``(batch, *obs_shape)`` and info.
+
+        Re-seeds the env's randomness from the task batch's ``seed``.
+        """
 
     @abc.abstractmethod
     def step(
@@ -60,6 +77,9 @@ class BatchedEnv(abc.ABC):
         Each value has shape ``(batch,)`` (a scalar per task) or ``(batch, K)`` (a curve per task,
         such as accuracy per presentation; NaN where undefined). ``episode_reward`` is always set.
         """
+
+    def close(self) -> None:  # noqa: B027  # optional hook: most torch-native envs hold nothing
+        """Release what the env holds (simulators, worker processes); the core calls it."""
 
 
 class TaskSampler(abc.ABC):

@@ -21,14 +21,13 @@ from metods_core.interfaces import (
     BatchedEnv,
     ComponentConfig,
     MetaOptimizer,
-    OuterStep,
+    OuterBatch,
     PlasticityRule,
     Readout,
     Split,
     TaskBatch,
     TaskSampler,
 )
-from metods_core.rollout import run_lifetimes
 
 
 class FakeState(NamedTuple):
@@ -251,20 +250,18 @@ class FakeMetaOptimizer(MetaOptimizer):
         parameters = [p for p in agent.parameters() if p.requires_grad]
         return torch.optim.SGD(parameters, lr=self.config.lr)
 
-    def training_step(
-        self, agent: Agent, env: BatchedEnv, step: OuterStep
-    ) -> dict[str, torch.Tensor]:
+    def training_step(self, agent: Agent, batch: OuterBatch) -> dict[str, torch.Tensor]:
         """Run one lifetime per task, take one SGD step, return the loss and the reward."""
-        lifetimes = run_lifetimes(agent, env, step.generator)
+        lifetimes = batch.run_lifetimes(agent)
         mask = lifetimes.alive.float()
         returns = (lifetimes.rewards * mask).flip(0).cumsum(0).flip(0)
         advantages = (returns - lifetimes.values).detach()
         policy_loss = -(lifetimes.log_probs * advantages * mask).mean()
         value_loss = ((returns - lifetimes.values).pow(2) * mask).mean()
         loss = policy_loss + 0.5 * value_loss
-        step.optimizer.zero_grad(set_to_none=True)
-        step.backward(loss)
-        step.optimizer.step()
+        batch.optimizer.zero_grad(set_to_none=True)
+        batch.backward(loss)
+        batch.optimizer.step()
         reward = lifetimes.metrics["episode_reward"].mean()
         return {"loss": loss.detach(), "episode_reward": reward.detach()}
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from metods_core.agent import Agent
-from metods_core.interfaces import BatchedEnv, MetaOptimizer, OuterStep
+from metods_core.interfaces import MetaOptimizer, OuterBatch, TaskSampler
 from metods_core.testing._common import BATCH, CONFIG_CHECKS, build_config, run_suite
 from metods_core.testing.fakes import create_tiny_agent
 
@@ -34,24 +34,29 @@ def build_meta_optimizer(cls: type[MetaOptimizer], config: dict[str, Any]) -> Me
 
 def _setup(
     cls: type[MetaOptimizer], config: dict[str, Any], seed: int = 0
-) -> tuple[MetaOptimizer, Agent, torch.optim.Optimizer, Callable[[int], BatchedEnv]]:
-    """Return the meta-optimizer, a tiny agent, its optimizer and a factory of task envs."""
+) -> tuple[MetaOptimizer, Agent, torch.optim.Optimizer, TaskSampler]:
+    """Return the meta-optimizer, a tiny agent, its optimizer and its task sampler."""
     meta_optimizer = build_meta_optimizer(cls, config)
     agent, sampler = create_tiny_agent(seed=seed)
     optimizer = meta_optimizer.configure_optimizer(agent)
-
-    def make_env(outer_step: int) -> BatchedEnv:
-        generator = torch.Generator().manual_seed(1000 * seed + outer_step)
-        return sampler.make_env(sampler.sample(BATCH, "train", generator))
-
-    return meta_optimizer, agent, optimizer, make_env
+    return meta_optimizer, agent, optimizer, sampler
 
 
-def _outer_step(optimizer: torch.optim.Optimizer, seed: int) -> OuterStep:
-    return OuterStep(
+def outer_batch(
+    sampler: TaskSampler,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    backward: Callable[[torch.Tensor], None] | None = None,
+) -> OuterBatch:
+    """Return the outer batch of step ``step``, seeded from it, outside any trainer."""
+    tasks = sampler.sample(BATCH, "train", torch.Generator().manual_seed(1000 + step))
+    return OuterBatch(
+        tasks=tasks,
+        build_env=sampler.make_env,
         optimizer=optimizer,
-        backward=lambda loss: loss.backward(),
-        generator=torch.Generator().manual_seed(seed),
+        backward=backward or (lambda loss: loss.backward()),
+        generator=torch.Generator().manual_seed(step),
+        step=step,
     )
 
 
@@ -79,12 +84,10 @@ def check_configure_optimizer(cls: type[MetaOptimizer], /, **config: Any) -> Non
 def check_training_step(cls: type[MetaOptimizer], /, **config: Any) -> None:
     """Two outer steps change the meta-parameters, keep them finite, and return metrics that
     are finite, detached 0-dim tensors."""
-    meta_optimizer, agent, optimizer, make_env = _setup(cls, config)
+    meta_optimizer, agent, optimizer, sampler = _setup(cls, config)
     before = [parameter.detach().clone() for parameter in agent.parameters()]
     for outer in range(2):
-        metrics = meta_optimizer.training_step(
-            agent, make_env(outer), _outer_step(optimizer, outer)
-        )
+        metrics = meta_optimizer.training_step(agent, outer_batch(sampler, optimizer, outer))
         assert isinstance(metrics, dict) and metrics, (
             f"outer step {outer}: training_step returned {metrics!r}, not a dict of metrics"
         )
@@ -107,9 +110,9 @@ def check_training_step(cls: type[MetaOptimizer], /, **config: Any) -> None:
 
 
 def check_backward_goes_through_step(cls: type[MetaOptimizer], /, **config: Any) -> None:
-    """Gradients are computed through ``OuterStep.backward``, never by ``loss.backward()``
+    """Gradients are computed through ``OuterBatch.backward``, never by ``loss.backward()``
     directly (Lightning's precision plugins and DDP gradient sync hook into it)."""
-    meta_optimizer, agent, optimizer, make_env = _setup(cls, config)
+    meta_optimizer, agent, optimizer, sampler = _setup(cls, config)
     inside = [False]
     outside: list[str] = []
 
@@ -133,14 +136,13 @@ def check_backward_goes_through_step(cls: type[MetaOptimizer], /, **config: Any)
         if parameter.requires_grad
     ]
     try:
-        step = OuterStep(optimizer, backward, torch.Generator().manual_seed(0))
-        meta_optimizer.training_step(agent, make_env(0), step)
+        meta_optimizer.training_step(agent, outer_batch(sampler, optimizer, 0, backward))
     finally:
         for handle in handles:
             handle.remove()
     assert not outside, (
-        f"gradients of {sorted(set(outside))} were computed outside OuterStep.backward: call "
-        "step.backward(loss) instead of loss.backward()"
+        f"gradients of {sorted(set(outside))} were computed outside OuterBatch.backward: call "
+        "batch.backward(loss) instead of loss.backward()"
     )
 
 
@@ -148,8 +150,8 @@ def check_determinism(cls: type[MetaOptimizer], /, **config: Any) -> None:
     """The same seeds give the same metrics and the same updated meta-parameters."""
     runs = []
     for _ in range(2):
-        meta_optimizer, agent, optimizer, make_env = _setup(cls, config)
-        metrics = meta_optimizer.training_step(agent, make_env(0), _outer_step(optimizer, 0))
+        meta_optimizer, agent, optimizer, sampler = _setup(cls, config)
+        metrics = meta_optimizer.training_step(agent, outer_batch(sampler, optimizer, 0))
         runs.append((metrics, [parameter.detach().clone() for parameter in agent.parameters()]))
     (metrics_a, params_a), (metrics_b, params_b) = runs
     assert metrics_a.keys() == metrics_b.keys(), "the same seeds gave different metric names"
@@ -161,13 +163,13 @@ def check_determinism(cls: type[MetaOptimizer], /, **config: Any) -> None:
 
 
 def check_global_rng_untouched(cls: type[MetaOptimizer], /, **config: Any) -> None:
-    """``training_step`` draws its randomness from ``OuterStep.generator``, not the global RNG."""
-    meta_optimizer, agent, optimizer, make_env = _setup(cls, config)
-    env = make_env(0)
+    """``training_step`` draws its randomness from ``OuterBatch.generator``, not the global RNG."""
+    meta_optimizer, agent, optimizer, sampler = _setup(cls, config)
+    batch = outer_batch(sampler, optimizer, 0)
     state = torch.get_rng_state()
-    meta_optimizer.training_step(agent, env, _outer_step(optimizer, 0))
+    meta_optimizer.training_step(agent, batch)
     assert torch.equal(torch.get_rng_state(), state), (
-        "training_step drew from torch's global RNG: use OuterStep.generator"
+        "training_step drew from torch's global RNG: use OuterBatch.generator"
     )
 
 

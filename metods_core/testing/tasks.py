@@ -64,15 +64,18 @@ def random_actions(space: gym.Space, batch: int, generator: torch.Generator) -> 
 
 
 def run_random_lifetime(
-    sampler: TaskSampler, split: Split = "train", seed: int = 0
+    sampler: TaskSampler, split: Split = "train", seed: int = 0, env: BatchedEnv | None = None
 ) -> tuple[BatchedEnv, torch.Tensor, list[Transition]]:
     """Sample ``BATCH`` tasks and run ``lifetime_steps`` uniformly random steps in their env.
+
+    ``env`` replaces the freshly built env (to run an existing one again from ``reset``).
 
     Returns:
         The env, the observations of ``reset`` and every step's transition.
     """
-    tasks = sampler.sample(BATCH, split, torch.Generator().manual_seed(seed))
-    env = sampler.make_env(tasks)
+    if env is None:
+        tasks = sampler.sample(BATCH, split, torch.Generator().manual_seed(seed))
+        env = sampler.make_env(tasks)
     observation, _ = env.reset()
     generator = torch.Generator().manual_seed(seed + 1)
     transitions = []
@@ -237,6 +240,35 @@ def check_determinism(cls: type[TaskSampler], /, **config: Any) -> None:
             )
 
 
+def _assert_same_lifetime(
+    first: tuple[BatchedEnv, torch.Tensor, list[Transition]],
+    second: tuple[BatchedEnv, torch.Tensor, list[Transition]],
+    how: str,
+) -> None:
+    (_, first_a, steps_a), (_, first_b, steps_b) = first, second
+    assert torch.equal(first_a, first_b), f"{how} gave different reset observations"
+    for t, (a, b) in enumerate(zip(steps_a, steps_b, strict=True)):
+        for field in dataclasses.fields(Transition):
+            assert torch.equal(getattr(a, field.name), getattr(b, field.name)), (
+                f"step {t}: {how} and the same actions gave a different {field.name}: seed the "
+                "env's randomness from TaskBatch.seed in reset(), not in the constructor"
+            )
+
+
+def check_rebuilt_env_reproduces(cls: type[TaskSampler], /, **config: Any) -> None:
+    """Two envs built from the same tasks, and one env reset twice, driven by the same actions,
+    give identical lifetimes (replaying and population algorithms rely on it)."""
+    sampler = build_sampler(cls, config)
+    tasks = sampler.sample(BATCH, "train", torch.Generator().manual_seed(0))
+    first = run_random_lifetime(sampler, env=sampler.make_env(tasks))
+    second = run_random_lifetime(sampler, env=sampler.make_env(tasks))
+    _assert_same_lifetime(first, second, "a second env built from the same tasks")
+    again = run_random_lifetime(sampler, env=first[0])
+    _assert_same_lifetime(first, again, "resetting the same env again")
+    for env in (first[0], second[0]):
+        env.close()
+
+
 def check_global_rng_untouched(cls: type[TaskSampler], /, **config: Any) -> None:
     """Sampling tasks and running their env never draws from the global RNG."""
     sampler = build_sampler(cls, config)
@@ -258,6 +290,7 @@ TASK_CHECKS: dict[str, Callable[..., None]] = {
     "lifetime_metrics": check_lifetime_metrics,
     "splits_differ": check_splits_differ,
     "determinism": check_determinism,
+    "rebuilt_env_reproduces": check_rebuilt_env_reproduces,
     "global_rng_untouched": check_global_rng_untouched,
 }
 """Every check of the task-sampler suite, by name: ``check(cls, **config)``."""

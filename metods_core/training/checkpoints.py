@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 from metods_core.errors import MetodsError
 from metods_core.training.run_dir import CHECKPOINT_DIR, LAST_CHECKPOINT
@@ -17,38 +19,70 @@ class CheckpointError(MetodsError):
     """A checkpoint is missing, unreadable, or does not belong to this run."""
 
 
+OUTER_STEP_KEY = "outer_step"
+"""Where a checkpoint keeps the number of outer steps taken (the run's clock)."""
+
+PERIODIC_KEPT = 2
+"""How many periodic checkpoints a run keeps (the newest), across resumes too."""
+
+
 def create_checkpoint_callbacks(run_dir: Path, every_n_steps: int) -> list[Callback]:
-    """Save ``step=NNNNNN.ckpt`` every ``every_n_steps`` (two kept), and ``last.ckpt`` with it."""
-    periodic = ModelCheckpoint(
-        dirpath=run_dir / CHECKPOINT_DIR,
-        filename="step={step:06d}",
-        auto_insert_metric_name=False,
-        every_n_train_steps=every_n_steps,
-        save_top_k=2,
-        monitor="step",
-        mode="max",
-        save_last=False,
-    )
-    return [periodic, LastCheckpoint(run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT, every_n_steps)]
+    """Save ``step=NNNNNN.ckpt`` and ``last.ckpt`` every ``every_n_steps`` outer steps."""
+    return [OuterStepCheckpoints(run_dir / CHECKPOINT_DIR, every_n_steps)]
 
 
-class LastCheckpoint(Callback):
-    """Keep ``last.ckpt`` current: every ``every_n_steps`` steps and when training ends."""
+def _outer_step(pl_module: L.LightningModule) -> int:
+    return int(getattr(pl_module, "outer_step", 0))
 
-    def __init__(self, path: Path, every_n_steps: int) -> None:
-        self.path = path
+
+class OuterStepCheckpoints(Callback):
+    """Checkpoints on the run's clock of outer steps (not Lightning's optimizer steps).
+
+    Every ``every_n_steps`` outer steps: ``step=NNNNNN.ckpt`` (the newest ``PERIODIC_KEPT``
+    kept) and ``last.ckpt``; ``last.ckpt`` again when training ends. Each file is written
+    under a temporary name in its own folder and renamed into place, so a kill during the
+    write never leaves a truncated checkpoint under a real name.
+    """
+
+    def __init__(self, folder: Path, every_n_steps: int) -> None:
+        self.folder = folder
         self.every_n_steps = every_n_steps
+        self._saved_step = -1
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
     ) -> None:
         """Save after every ``every_n_steps``-th outer step."""
-        if trainer.global_step % self.every_n_steps == 0:
-            trainer.save_checkpoint(self.path)
+        step = _outer_step(pl_module)
+        if step % self.every_n_steps == 0 and step != self._saved_step:
+            periodic = self.folder / f"step={step:06d}.ckpt"
+            self._save(trainer, periodic)
+            if trainer.is_global_zero:
+                _link_or_copy(periodic, self.folder / LAST_CHECKPOINT)
+                for old in sorted(self.folder.glob("step=*.ckpt"), reverse=True)[PERIODIC_KEPT:]:
+                    old.unlink(missing_ok=True)
+            self._saved_step = step
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Save the final state (rank 0 writes, every rank takes part)."""
-        trainer.save_checkpoint(self.path)
+        self._save(trainer, self.folder / LAST_CHECKPOINT)
+
+    def _save(self, trainer: L.Trainer, path: Path) -> None:
+        temporary = path.with_name(f".{path.name}.tmp")
+        trainer.save_checkpoint(temporary)
+        if trainer.is_global_zero:
+            os.replace(temporary, path)
+
+
+def _link_or_copy(source: Path, destination: Path) -> None:
+    """Make ``destination`` a copy of ``source`` atomically (a hard link where possible)."""
+    temporary = destination.with_name(f".{destination.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(source, temporary)
+    os.replace(temporary, destination)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -105,3 +139,8 @@ def find_resume_checkpoint(run_dir: Path, explicit: Path | None = None) -> Path:
         )
     read_checkpoint(candidates[0])
     return candidates[0]
+
+
+def checkpoint_outer_step(checkpoint: dict[str, Any]) -> int:
+    """Return the number of outer steps a loaded checkpoint had taken."""
+    return int(checkpoint.get(OUTER_STEP_KEY, checkpoint.get("global_step", 0)))

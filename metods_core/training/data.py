@@ -35,7 +35,7 @@ class TaskBatchStream(IterableDataset):
 
 
 class TaskDataModule(L.LightningDataModule):
-    """Feeds each rank its own task batches, resuming at the trainer's global step."""
+    """Feeds each rank its own task batches, resuming at the module's outer step."""
 
     def __init__(self, sampler: TaskSampler, batch_tasks: int, seed: int) -> None:
         super().__init__()
@@ -47,6 +47,7 @@ class TaskDataModule(L.LightningDataModule):
         """Return a loader of task batches (no worker processes: sampling is cheap)."""
         trainer = self.trainer
         rank = trainer.global_rank if trainer is not None else 0
-        start = trainer.global_step if trainer is not None else 0
+        module = trainer.lightning_module if trainer is not None else None
+        start = int(getattr(module, "outer_step", 0))
         stream = TaskBatchStream(self.sampler, self.batch_tasks, self.seed, rank, start)
         return DataLoader(stream, batch_size=None, num_workers=0)

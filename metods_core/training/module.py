@@ -9,7 +9,8 @@ import torch
 
 from metods_core.components import create_agent, create_meta_optimizer, create_task_sampler
 from metods_core.errors import MetodsError
-from metods_core.interfaces import OuterStep, TaskBatch
+from metods_core.interfaces import OuterBatch, ReduceOp, TaskBatch
+from metods_core.training.checkpoints import OUTER_STEP_KEY, checkpoint_outer_step
 from metods_core.training.seeding import derive_seed
 
 if TYPE_CHECKING:
@@ -21,7 +22,13 @@ class NonFiniteError(MetodsError):
 
 
 class MetaLearningModule(L.LightningModule):
-    """Holds the agent; manual optimization, each step delegated to the meta-optimizer."""
+    """Holds the agent; manual optimization, each step delegated to the meta-optimizer.
+
+    The run's clock is ``outer_step``, the number of outer steps taken, counted here and saved
+    in every checkpoint: the task stream, the checkpoint cadence, ``trainer.max_steps`` and
+    the progress bar follow it, however many optimizer steps the meta-optimizer takes inside
+    one outer step (Lightning's ``global_step`` counts those).
+    """
 
     def __init__(self, recipe: Recipe) -> None:
         super().__init__()
@@ -30,33 +37,54 @@ class MetaLearningModule(L.LightningModule):
         self.sampler = create_task_sampler(recipe)
         self.agent = create_agent(recipe, self.sampler)
         self.meta_optimizer = create_meta_optimizer(recipe)
+        self.outer_step = 0
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Return the meta-optimizer's optimizer over the agent's meta-parameters."""
         return self.meta_optimizer.configure_optimizer(self.agent)
 
+    def _all_reduce(self, tensor: torch.Tensor, op: ReduceOp = "mean") -> torch.Tensor:
+        """Reduce ``tensor`` over every process (a copy; the identity on one process)."""
+        return self.trainer.strategy.reduce(tensor.clone(), reduce_op=op)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        """Stop before an outer step beyond ``trainer.max_steps`` (-1 ends the epoch)."""
+        if self.outer_step >= self.recipe.trainer.max_steps:
+            self.trainer.should_stop = True
+            return -1
+        return None
+
     def training_step(self, tasks: TaskBatch, batch_idx: int) -> None:
         """Run one outer step on ``tasks`` and log its metrics."""
-        env = self.sampler.make_env(tasks)
         generator = torch.Generator(device=self.device)
         generator.manual_seed(derive_seed(self.recipe.seed, "actions", tasks.seed))
         optimizer = self.optimizers()
         assert not isinstance(optimizer, list)
-        step = OuterStep(
+        batch = OuterBatch(
+            tasks=tasks,
+            build_env=self.sampler.make_env,
             optimizer=optimizer,  # type: ignore[arg-type]  # LightningOptimizer wraps one
             backward=self.manual_backward,
             generator=generator,
+            step=self.outer_step,
+            all_reduce=self._all_reduce,
+            rank=self.global_rank,
+            world_size=self.trainer.world_size,
         )
-        metrics = self.meta_optimizer.training_step(self.agent, env, step)
+        try:
+            metrics = self.meta_optimizer.training_step(self.agent, batch)
+        finally:
+            batch.close()
         loss = metrics.get("loss")
         # One host sync per outer step (never per environment step) to stop a diverged run early.
         if loss is not None and not bool(torch.isfinite(loss)):
             raise NonFiniteError(
-                f"the loss became {loss.item()} at step {self.global_step}: meta-training "
+                f"the loss became {loss.item()} at step {self.outer_step}: meta-training "
                 "diverged. "
                 "The last checkpoint in the run directory is intact; resume from it with a lower "
                 "meta_optimizer.lr or a smaller meta_optimizer.max_grad_norm."
             )
+        self.outer_step += 1
         self.log_dict(
             {f"train/{name}": value for name, value in metrics.items()},
             batch_size=tasks.size,
@@ -66,12 +94,22 @@ class MetaLearningModule(L.LightningModule):
         if reward is not None:
             self.log("reward", reward, prog_bar=True, logger=False, batch_size=tasks.size)
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """End training once ``trainer.max_steps`` outer steps are done."""
+        if self.outer_step >= self.recipe.trainer.max_steps:
+            self.trainer.should_stop = True
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse to write a checkpoint whose meta-parameters are not finite."""
+        """Save the outer-step count; refuse to save non-finite meta-parameters."""
         for name, parameter in self.agent.named_parameters():
             if not torch.isfinite(parameter).all():
                 raise NonFiniteError(
                     f"meta-parameter agent.{name} holds non-finite values at step "
-                    f"{self.global_step}; the earlier checkpoints are kept. Lower the learning "
+                    f"{self.outer_step}; the earlier checkpoints are kept. Lower the learning "
                     "rate."
                 )
+        checkpoint[OUTER_STEP_KEY] = self.outer_step
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the outer-step count (checkpoints older than it counted optimizer steps)."""
+        self.outer_step = checkpoint_outer_step(checkpoint)

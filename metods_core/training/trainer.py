@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback
 
 from metods_core.errors import MetodsError
 from metods_core.recipe import Recipe
@@ -22,6 +21,7 @@ from metods_core.training.checkpoints import (
 from metods_core.training.data import TaskDataModule
 from metods_core.training.loggers import create_loggers
 from metods_core.training.module import MetaLearningModule
+from metods_core.training.progress import OuterStepProgressBar
 from metods_core.training.run_dir import (
     RECIPE_FILE,
     default_run_dir,
@@ -59,24 +59,23 @@ def _set_threads(recipe: Recipe) -> None:
 def create_trainer(recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] = ()) -> L.Trainer:
     """Return the Lightning Trainer the recipe asks for, logging and saving into ``run_dir``."""
     config = recipe.trainer
-    # The checkpoint holds the state after the outer step, which is what resuming needs.
-    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     return L.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
         num_nodes=config.num_nodes,
         strategy=config.strategy,
         precision=config.precision,  # type: ignore[arg-type]  # validated by Lightning itself
-        max_steps=config.max_steps,
+        max_steps=-1,  # the module stops at trainer.max_steps *outer* steps (its own clock)
         max_epochs=-1,
         log_every_n_steps=config.log_every_n_steps,
         logger=create_loggers(recipe, run_dir),
         callbacks=[
             *create_checkpoint_callbacks(run_dir, config.checkpoint_every_n_steps),
-            TQDMProgressBar(refresh_rate=config.log_every_n_steps),
+            OuterStepProgressBar(config.max_steps, refresh_rate=config.log_every_n_steps),
             *callbacks,
         ],
         default_root_dir=run_dir,
+        enable_checkpointing=False,  # OuterStepCheckpoints saves on the outer-step clock
         use_distributed_sampler=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -10,7 +10,7 @@ from metods_plugins.readout.categorical import CategoricalReadout
 from metods_plugins.tasks.harlow import HarlowTasks
 
 from metods_core.agent import Agent, AgentConfig
-from metods_core.interfaces import OuterStep
+from metods_core.interfaces import OuterBatch
 from metods_core.rollout import Lifetimes
 
 GAMMA = 0.5
@@ -153,10 +153,15 @@ def test_training_step_updates_and_reports_finite_metrics() -> None:
     agent, tasks = tiny_agent()
     meta_optimizer = A2CMetaOptimizer(A2CMetaOptimizer.Config(lr=1e-2))
     optimizer = meta_optimizer.configure_optimizer(agent)
-    env = tasks.make_env(tasks.sample(4, "train", torch.Generator().manual_seed(0)))
+    batch = OuterBatch(
+        tasks=tasks.sample(4, "train", torch.Generator().manual_seed(0)),
+        build_env=tasks.make_env,
+        optimizer=optimizer,
+        backward=lambda loss: loss.backward(),
+        generator=torch.Generator().manual_seed(1),
+    )
     before = {name: p.detach().clone() for name, p in agent.named_parameters()}
-    step = OuterStep(optimizer, lambda loss: loss.backward(), torch.Generator().manual_seed(1))
-    metrics = meta_optimizer.training_step(agent, env, step)
+    metrics = meta_optimizer.training_step(agent, batch)
     for name in ("loss", "policy_loss", "value_loss", "entropy", "grad_norm", "env_steps"):
         assert name in metrics
     assert "episode_reward" in metrics and "accuracy_by_presentation" not in metrics

@@ -107,7 +107,7 @@ class TinyOptimizer(MetaOptimizer):
     def configure_optimizer(self, agent):  # type: ignore[override]
         raise NotImplementedError
 
-    def training_step(self, agent, env, step):  # type: ignore[override]
+    def training_step(self, agent, batch):  # type: ignore[override]
         raise NotImplementedError
 
 
@@ -142,15 +142,13 @@ class NaNAfterTwoSteps(MetaOptimizer):
     def configure_optimizer(self, agent):
         return torch.optim.SGD(agent.parameters(), lr=1e-3)
 
-    def training_step(self, agent, env, step):
-        from metods_core.rollout import run_lifetimes
-
+    def training_step(self, agent, batch):
         self.calls += 1
-        lifetimes = run_lifetimes(agent, env, step.generator)
+        lifetimes = batch.run_lifetimes(agent)
         loss = lifetimes.values.mean()
         if self.calls > 2:
             loss = loss * float("nan")
-        step.optimizer.zero_grad()
-        step.backward(loss)
-        step.optimizer.step()
+        batch.optimizer.zero_grad()
+        batch.backward(loss)
+        batch.optimizer.step()
         return {"loss": loss.detach()}

@@ -8,6 +8,7 @@ fakes of ``metods_core.testing`` are checked beside the plugins.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 import torch
 from pydantic import BaseModel
 
-from metods_core.interfaces import ComponentConfig, OuterStep
+from metods_core.interfaces import ComponentConfig, OuterBatch
 from metods_core.registry import list_plugins, load_plugin
 from metods_core.testing import (
     ACTION_SPACES,
@@ -161,12 +162,32 @@ class WrongShapeTasks(FakeTasks):
         return WrongShapeEnv(self, tasks)
 
 
-class DirectBackwardMetaOptimizer(FakeMetaOptimizer):
-    """Calls ``loss.backward()`` itself instead of ``OuterStep.backward``."""
+class ConstructorSeededEnv(FakeEnv):
+    """Seeds its noise once at construction, so a second reset draws different noise."""
 
-    def training_step(self, agent: Any, env: Any, step: OuterStep) -> dict[str, torch.Tensor]:
-        direct = OuterStep(step.optimizer, lambda loss: loss.backward(), step.generator)
-        return super().training_step(agent, env, direct)
+    def __init__(self, sampler: FakeTasks, tasks: Any) -> None:
+        super().__init__(sampler, tasks)
+        self.generator = torch.Generator().manual_seed(tasks.seed)
+
+    def reset(self) -> Any:
+        observation, info = super().reset()
+        noise = torch.rand(observation.shape, generator=self.generator) * 0.01
+        return (observation + noise).clamp(max=1.0), info
+
+
+class ConstructorSeededTasks(FakeTasks):
+    """Builds a ``ConstructorSeededEnv``."""
+
+    def make_env(self, tasks: Any) -> ConstructorSeededEnv:
+        return ConstructorSeededEnv(self, tasks)
+
+
+class DirectBackwardMetaOptimizer(FakeMetaOptimizer):
+    """Calls ``loss.backward()`` itself instead of ``OuterBatch.backward``."""
+
+    def training_step(self, agent: Any, batch: OuterBatch) -> dict[str, torch.Tensor]:
+        direct = dataclasses.replace(batch, backward=lambda loss: loss.backward())
+        return super().training_step(agent, direct)
 
 
 class LaxConfigRule(FakeRule):
@@ -188,6 +209,11 @@ class LaxConfigRule(FakeRule):
         ),
         pytest.param(
             lambda: check_task_sampler(WrongShapeTasks), "env_shapes_and_dtypes", id="shape"
+        ),
+        pytest.param(
+            lambda: check_task_sampler(ConstructorSeededTasks),
+            "rebuilt_env_reproduces",
+            id="seeded-at-construction",
         ),
         pytest.param(
             lambda: check_meta_optimizer(DirectBackwardMetaOptimizer),

@@ -6,8 +6,8 @@ import torch
 from pydantic import Field
 
 from metods_core.agent import Agent
-from metods_core.interfaces import BatchedEnv, ComponentConfig, MetaOptimizer, OuterStep
-from metods_core.rollout import Lifetimes, run_lifetimes
+from metods_core.interfaces import ComponentConfig, MetaOptimizer, OuterBatch
+from metods_core.rollout import Lifetimes
 
 
 def generalized_advantages(
@@ -93,17 +93,15 @@ class A2CMetaOptimizer(MetaOptimizer):
             "entropy": entropy,
         }
 
-    def training_step(
-        self, agent: Agent, env: BatchedEnv, step: OuterStep
-    ) -> dict[str, torch.Tensor]:
+    def training_step(self, agent: Agent, batch: OuterBatch) -> dict[str, torch.Tensor]:
         """Collect one lifetime per task, take one Adam step, and return detached metrics."""
-        lifetimes = run_lifetimes(agent, env, step.generator)
+        lifetimes = batch.run_lifetimes(agent)
         losses = self.loss(lifetimes)
-        step.optimizer.zero_grad(set_to_none=True)
-        step.backward(losses["loss"])
-        parameters = [p for group in step.optimizer.param_groups for p in group["params"]]
+        batch.optimizer.zero_grad(set_to_none=True)
+        batch.backward(losses["loss"])
+        parameters = [p for group in batch.optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
-        step.optimizer.step()
+        batch.optimizer.step()
         metrics = {name: value.detach() for name, value in losses.items()}
         metrics["grad_norm"] = grad_norm.detach()
         metrics["env_steps"] = lifetimes.env_steps.detach().float()

@@ -103,7 +103,8 @@ class HarlowEnv(BatchedEnv):
         self.lifetime_steps = config.max_steps
         self.single_observation_space = observation_space
         self.single_action_space = action_space
-        self.generator = torch.Generator(device=self.device).manual_seed(tasks.seed)
+        self.seed = tasks.seed
+        self.generator = torch.Generator(device=self.device)
         half = config.view // 2
         self._offsets = torch.arange(-half, half + 1, device=self.device)
         self._moves = torch.tensor([0, -1, 1], device=self.device)
@@ -117,6 +118,7 @@ class HarlowEnv(BatchedEnv):
     def reset(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """Place every agent at cell 0 with a fixation cross at a random side."""
         n, device = self.num_envs, self.device
+        self.generator.manual_seed(self.seed)
         zeros = torch.zeros(n, dtype=torch.long, device=device)
         self.position = zeros.clone()
         self.fixation = (self._random_sides() * self.config.object_offset) % self.config.line_length

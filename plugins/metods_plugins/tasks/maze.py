@@ -159,7 +159,8 @@ class MazeEnv(BatchedEnv):
         self.lifetime_steps = config.lifetime_steps
         self.single_observation_space = observation_space
         self.single_action_space = action_space
-        self.generator = torch.Generator(device=self.device).manual_seed(tasks.seed)
+        self.seed = tasks.seed
+        self.generator = torch.Generator(device=self.device)
         grid = tasks.walls.shape[-1]
         self.walls = tasks.walls.flatten(1)
         self.goal = tasks.goal
@@ -172,6 +173,7 @@ class MazeEnv(BatchedEnv):
     def reset(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """Place every agent on a random free cell other than the goal."""
         n, device = self.num_envs, self.device
+        self.generator.manual_seed(self.seed)
         self.position = random_cells(self.landing, self.generator)
         self.steps = torch.zeros(n, dtype=torch.long, device=device)
         self.done = torch.zeros(n, dtype=torch.bool, device=device)
