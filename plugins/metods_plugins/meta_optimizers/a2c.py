@@ -8,28 +8,9 @@ from pydantic import Field
 from metods_core.agent import Agent
 from metods_core.interfaces import ComponentConfig, MetaOptimizer, OuterBatch
 from metods_core.rollout import Lifetimes
+from metods_plugins.meta_optimizers.advantages import generalized_advantages
 
-
-def generalized_advantages(
-    rewards: torch.Tensor, values: torch.Tensor, alive: torch.Tensor, gamma: float, lam: float
-) -> torch.Tensor:
-    """Return GAE(lambda) advantages ``(steps, batch)``; a lifetime's end bootstraps with 0.
-
-    Args:
-        rewards: ``(steps, batch)``.
-        values: detached critic estimates ``(steps, batch)``.
-        alive: ``(steps, batch)`` bool; a step whose successor is not alive ends the lifetime.
-    """
-    steps = rewards.shape[0]
-    continues = torch.cat([alive[1:], torch.zeros_like(alive[:1])]).float()
-    next_values = torch.cat([values[1:], torch.zeros_like(values[:1])]) * continues
-    deltas = rewards + gamma * next_values - values
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[0])
-    for t in reversed(range(steps)):
-        running = deltas[t] + gamma * lam * continues[t] * running
-        advantages[t] = running
-    return advantages * alive
+__all__ = ["A2CMetaOptimizer", "generalized_advantages"]
 
 
 class A2CMetaOptimizer(MetaOptimizer):
