@@ -152,3 +152,32 @@ class NaNAfterTwoSteps(MetaOptimizer):
         batch.backward(loss)
         batch.optimizer.step()
         return {"loss": loss.detach()}
+
+
+class ThreeStepsPerOuterStep(MetaOptimizer):
+    """REINFORCE on one lifetime per task, then three SGD steps on it (like PPO's epochs)."""
+
+    class Config(ComponentConfig):
+        """Parameters of the probe."""
+
+        lr: float = Field(1e-3, gt=0)
+        """SGD learning rate."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def configure_optimizer(self, agent):
+        return torch.optim.SGD(agent.parameters(), lr=self.config.lr)
+
+    def training_step(self, agent, batch):
+        from metods_core.rollout import replay_lifetimes
+
+        lifetimes = batch.run_lifetimes(agent, record=True)
+        returns = lifetimes.rewards.flip(0).cumsum(0).flip(0)
+        for _ in range(3):
+            replay = replay_lifetimes(agent, lifetimes.record)
+            loss = -(replay.log_probs * (returns - replay.values.detach())).mean()
+            batch.optimizer.zero_grad()
+            batch.backward(loss)
+            batch.optimizer.step()
+        return {"loss": loss.detach()}

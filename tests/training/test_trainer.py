@@ -113,6 +113,30 @@ def test_corrupt_checkpoint_gives_one_clear_error(tmp_path: Path) -> None:
     assert read_checkpoint(last)["global_step"] == 6
 
 
+def test_outer_steps_are_the_run_clock(tmp_path: Path, tiny_plugins: str) -> None:
+    """With 3 optimizer steps per outer step, max_steps, the checkpoint cadence and resume
+    count outer steps, and stop-and-resume equals an uninterrupted run."""
+    steps = ["meta_optimizer.name=tiny_plugins:ThreeStepsPerOuterStep", "trainer.max_steps=8"]
+    cadence = "trainer.checkpoint_every_n_steps=4"
+    whole = train_recipe(tiny_recipe(*steps, cadence), tmp_path / "whole")
+    last = read_checkpoint(whole / "checkpoints" / "last.ckpt")
+    assert last["outer_step"] == 8 and last["global_step"] == 24
+    periodic = sorted(p.name for p in (whole / "checkpoints").glob("step=*.ckpt"))
+    assert periodic == ["step=000004.ckpt", "step=000008.ckpt"]
+    part = train_recipe(tiny_recipe(*steps[:1], "trainer.max_steps=5", cadence), tmp_path / "part")
+    assert read_checkpoint(part / "checkpoints" / "last.ckpt")["outer_step"] == 5
+    resume_run(part, ["trainer.max_steps=8"])
+    assert_same_state(agent_state(whole), agent_state(part))
+
+
+def test_periodic_checkpoints_kept_across_resumes(tmp_path: Path) -> None:
+    """Only the two newest periodic checkpoints remain, however often the run resumed."""
+    run_dir = train_recipe(tiny_recipe("trainer.max_steps=4"), tmp_path / "run")
+    resume_run(run_dir, ["trainer.max_steps=8"])
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == ["last.ckpt", "step=000006.ckpt", "step=000008.ckpt"]
+
+
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path: Path, tiny_plugins: str) -> None:
     """A meta-optimizer whose loss turns NaN stops the run with NonFiniteError; checkpoints stay."""
     recipe = tiny_recipe("meta_optimizer.name=tiny_plugins:NaNAfterTwoSteps", "trainer.max_steps=6")
