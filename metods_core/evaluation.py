@@ -84,6 +84,7 @@ def meta_test(
         env = sampler.make_env(tasks)
         action_generator = torch.Generator().manual_seed(derive_seed(seed, "actions", tasks.seed))
         lifetimes = run_lifetimes(module.agent, env, action_generator, greedy=greedy)
+        env.close()
         for name, value in lifetimes.metrics.items():
             collected.setdefault(name, []).append(value.detach().cpu().float())
         remaining -= size

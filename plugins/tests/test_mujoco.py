@@ -53,7 +53,7 @@ def random_actions(env: MuJoCoBatchedEnv, seed: int) -> torch.Tensor:
 
 def sub_envs(env: MuJoCoBatchedEnv) -> list[Any]:
     """Return the unwrapped Gymnasium MuJoCo environments of ``env``."""
-    return [sub.unwrapped for sub in env.vector_env.envs]
+    return [sub.unwrapped for sub in env.simulators.envs]
 
 
 @needs_mujoco
@@ -217,3 +217,51 @@ def test_impairment_is_a_meta_test_override(tmp_path: Path) -> None:
     assert summary["overrides"][0] == "task.impair_actuator=3"
     assert len(summary["reward_curve"]) == 8
     assert math.isfinite(summary["mean_reward"])
+
+
+def _lifetime_rewards(env: MuJoCoBatchedEnv, seed: int = 3) -> torch.Tensor:
+    env.reset()
+    rewards = [env.step(random_actions(env, seed + t))[1] for t in range(env.lifetime_steps)]
+    return torch.stack(rewards)
+
+
+@needs_mujoco
+def test_simulators_are_built_once_and_reused() -> None:
+    """A closed env gives its simulators back; the next env of that size reuses them and
+    lives exactly the lifetimes that new simulators would."""
+    sampler = CheetahDirTasks(CheetahDirTasks.Config(episode_steps=6, episodes_per_lifetime=2))
+    tasks = sampler.sample(3, "train", torch.Generator().manual_seed(0))
+    first = sampler.make_env(tasks)
+    first_rewards = _lifetime_rewards(first)
+    simulators = first.simulators
+    first.close()
+    second = sampler.make_env(tasks)
+    assert second.simulators is simulators and sampler.simulators.built == 1
+    assert torch.equal(_lifetime_rewards(second), first_rewards)
+    fresh = CheetahDirTasks(sampler.config).make_env(tasks)
+    assert torch.equal(_lifetime_rewards(fresh), first_rewards)
+    other_size = sampler.make_env(sampler.sample(2, "train", torch.Generator().manual_seed(1)))
+    assert sampler.simulators.built == 2
+    for env in (second, fresh, other_size):
+        env.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        second.reset()
+    sampler.simulators.close()
+
+
+@needs_mujoco
+@pytest.mark.slow
+def test_async_simulators_give_the_same_lifetimes() -> None:
+    """``vector_strategy=async`` steps worker processes and changes no number."""
+    config = {"episode_steps": 5, "episodes_per_lifetime": 2}
+    tasks = CheetahVelTasks(CheetahVelTasks.Config(**config)).sample(
+        2, "train", torch.Generator().manual_seed(0)
+    )
+    results = []
+    for strategy in ("sync", "async"):
+        sampler = CheetahVelTasks(CheetahVelTasks.Config(**config, vector_strategy=strategy))
+        env = sampler.make_env(tasks)
+        results.append(_lifetime_rewards(env))
+        env.close()
+        sampler.simulators.close()
+    assert torch.equal(results[0], results[1])

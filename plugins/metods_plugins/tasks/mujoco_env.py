@@ -1,7 +1,7 @@
 """A batch of Gymnasium MuJoCo environments, one per task, stepped as lifetimes of episodes.
 
-Wraps ``gymnasium.vector.SyncVectorEnv`` (one sub-environment per task) behind the torch
-``BatchedEnv`` API: actions come in as torch tensors and go to MuJoCo as numpy arrays;
+Wraps a Gymnasium vector env (one sub-environment per task, lent by a ``SimulatorPool`` and
+given back by ``close()``) behind the torch ``BatchedEnv`` API: actions come in as torch tensors and go to MuJoCo as numpy arrays;
 observations and rewards come back as float32 tensors on the tasks' device. The reward is
 recomputed from the task by ``reward_fn`` (from the step's info), not taken from Gymnasium.
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from metods_core.interfaces import BatchedEnv
+from metods_plugins.tasks.simulator_pool import SimulatorPool
 
 RewardFn = Callable[[dict[str, Any]], np.ndarray]
 """Map a vector step's info (arrays over tasks) to the task rewards ``(batch,)``."""
@@ -31,7 +32,7 @@ class MuJoCoBatchedEnv(BatchedEnv):
 
     def __init__(
         self,
-        make_env: Callable[[], gym.Env],
+        pool: SimulatorPool,
         num_envs: int,
         reset_seeds: list[int],
         reward_fn: RewardFn,
@@ -42,7 +43,8 @@ class MuJoCoBatchedEnv(BatchedEnv):
         action_space: gym.spaces.Box,
         device: torch.device,
     ) -> None:
-        self.vector_env = gym.vector.SyncVectorEnv([make_env for _ in range(num_envs)])
+        self.pool = pool
+        self.vector_env: gym.vector.VectorEnv | None = pool.acquire(num_envs)
         self.num_envs = num_envs
         self.reset_seeds = reset_seeds
         self.reward_fn = reward_fn
@@ -61,9 +63,16 @@ class MuJoCoBatchedEnv(BatchedEnv):
     def _to_tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
 
+    @property
+    def simulators(self) -> gym.vector.VectorEnv:
+        """The lent vector env (an error once the env is closed)."""
+        if self.vector_env is None:
+            raise RuntimeError("this MuJoCo env was closed; build a new one with make_env")
+        return self.vector_env
+
     def reset(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """Start every lifetime from the tasks' own reset seeds."""
-        observation, _ = self.vector_env.reset(seed=list[int | None](self.reset_seeds))
+        observation, _ = self.simulators.reset(seed=list[int | None](self.reset_seeds))
         self.steps = 0
         self.rewards = torch.full(
             (self.num_envs, self.lifetime_steps), float("nan"), device=self.device
@@ -91,7 +100,8 @@ class MuJoCoBatchedEnv(BatchedEnv):
             zeros = torch.zeros(self.num_envs, device=self.device)
             info = {"episode_boundary": flags.clone()}
             return self._observation, zeros, flags, torch.ones_like(flags), info
-        observation, _, terminated, _, info = self.vector_env.step(self.to_numpy_actions(action))
+        actions = self.to_numpy_actions(action)
+        observation, _, terminated, _, info = self.simulators.step(actions)
         # The sub-environments are built never to terminate (Ant: terminate_when_unhealthy=False)
         # so that every lifetime has the same length and all boundaries fall on the same step.
         assert not np.any(terminated), "a MuJoCo sub-environment terminated unexpectedly"
@@ -100,7 +110,7 @@ class MuJoCoBatchedEnv(BatchedEnv):
         self.steps += 1
         boundary = self.steps % self.episode_steps == 0
         if boundary and self.steps < self.lifetime_steps:
-            observation, _ = self.vector_env.reset()  # each sub-env continues its own RNG
+            observation, _ = self.simulators.reset()  # each sub-env continues its own RNG
         self._observation = self._to_tensor(observation)
         truncated = torch.full_like(flags, self.steps == self.lifetime_steps)
         info = {"episode_boundary": torch.full_like(flags, boundary)}
@@ -121,5 +131,7 @@ class MuJoCoBatchedEnv(BatchedEnv):
         return metrics
 
     def close(self) -> None:
-        """Release the simulators."""
-        self.vector_env.close()
+        """Give the simulators back to the pool (for the next batch of tasks)."""
+        if self.vector_env is not None:
+            self.pool.release(self.vector_env)
+            self.vector_env = None

@@ -49,6 +49,7 @@ from pydantic import Field, model_validator
 from metods_core.errors import MetodsError
 from metods_core.interfaces import ComponentConfig, Split, TaskBatch, TaskSampler
 from metods_plugins.tasks.mujoco_env import MuJoCoBatchedEnv
+from metods_plugins.tasks.simulator_pool import SimulatorPool, VectorStrategy
 
 INSTALL_HINT = 'pip install "metods-plugins[mujoco]"'
 _ANT_KWARGS: dict[str, Any] = {
@@ -112,6 +113,9 @@ class _MuJoCoTasks(TaskSampler, abc.ABC):
         """Episodes of the same task per lifetime; the synapses persist across them."""
         impair_actuator: int | None = Field(None, ge=0)
         """Meta-test only: force this actuator's torque to 0 (robot impairment); None: intact."""
+        vector_strategy: VectorStrategy = "sync"
+        """``sync``: the simulators step one after another in this process; ``async``: one
+        worker process per task (Gymnasium's AsyncVectorEnv), worth it only with spare cores."""
 
     def __init__(self, config: Config) -> None:
         require_mujoco()
@@ -127,6 +131,10 @@ class _MuJoCoTasks(TaskSampler, abc.ABC):
             )
         self.lifetime_steps = config.episode_steps * config.episodes_per_lifetime
         self.episodes_per_lifetime = config.episodes_per_lifetime
+        self.simulators = SimulatorPool(
+            partial(make_mujoco_env, self.env_id, config.episode_steps, **self.env_kwargs),
+            config.vector_strategy,
+        )
 
     @abc.abstractmethod
     def _draw_targets(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -148,13 +156,11 @@ class _MuJoCoTasks(TaskSampler, abc.ABC):
         )
 
     def make_env(self, tasks: TaskBatch) -> MuJoCoBatchedEnv:
-        """Build one simulator per task, on the device of the batch's tensors."""
+        """Lend one simulator per task from the sampler's pool (built on first use)."""
         assert isinstance(tasks, MuJoCoTaskBatch)
         target = tasks.target.detach().cpu().double().numpy()
         return MuJoCoBatchedEnv(
-            make_env=partial(
-                make_mujoco_env, self.env_id, self.config.episode_steps, **self.env_kwargs
-            ),
+            pool=self.simulators,
             num_envs=tasks.size,
             reset_seeds=[int(seed) for seed in tasks.reset_seeds.tolist()],
             reward_fn=partial(self._reward, target=target),
