@@ -265,3 +265,24 @@ def test_async_simulators_give_the_same_lifetimes() -> None:
         env.close()
         sampler.simulators.close()
     assert torch.equal(results[0], results[1])
+
+
+@needs_mujoco
+@pytest.mark.slow
+def test_throughput_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/mujoco_throughput.py measures both parts on a tiny lifetime."""
+    import importlib.util as util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "mujoco_throughput.py"
+    spec = util.spec_from_file_location("mujoco_throughput", path)
+    assert spec is not None and spec.loader is not None
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    recipe = path.parent.parent / "recipes" / "mujoco" / "cheetah_dir_metods.yaml"
+    overrides = ["--override", "task.episode_steps=3", "--override", "data.batch_tasks=2"]
+    assert module.main(["--recipe", str(recipe), "--rounds", "1", "--json", *overrides]) == 0
+    import json
+
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["batch"] == 2 and result["outer_env_steps_per_s"] > 0
+    assert result["slowdown"] > 0
