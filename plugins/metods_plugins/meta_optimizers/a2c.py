@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from pydantic import Field
 
 from metods_core.agent import Agent
+from metods_core.bptt import BPTTConfig, backward_through_lifetimes
 from metods_core.interfaces import ComponentConfig, MetaOptimizer, OuterBatch
-from metods_core.rollout import Lifetimes
+from metods_core.rollout import Lifetimes, Replay
 from metods_plugins.meta_optimizers.advantages import generalized_advantages
 
-__all__ = ["A2CMetaOptimizer", "generalized_advantages"]
+__all__ = ["A2CMetaOptimizer", "LossTargets", "generalized_advantages"]
+
+
+@dataclass(frozen=True)
+class LossTargets:
+    """What the A2C loss compares the agent's outputs to, from the collected lifetimes.
+
+    Attributes:
+        advantages: GAE advantages ``(steps, batch)``, standardised if asked.
+        returns: the critic's targets ``(steps, batch)``.
+        mask: 1.0 on steps of running lifetimes ``(steps, batch)``.
+        count: number of running steps in the whole batch (at least 1), 0-dim.
+    """
+
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    mask: torch.Tensor
+    count: torch.Tensor
 
 
 class A2CMetaOptimizer(MetaOptimizer):
@@ -40,6 +60,9 @@ class A2CMetaOptimizer(MetaOptimizer):
         normalize_advantages: bool = False
         """Standardise the advantages over the batch's running steps (mean 0, standard
         deviation 1) before the policy loss, as Stable-Baselines3's option of that name."""
+        bptt: BPTTConfig = Field(default_factory=lambda: BPTTConfig.model_validate({}))
+        """Backprop through time: ``full`` (one graph per lifetime), ``checkpointed`` (same
+        gradients, memory bounded by chunks of ``chunk`` steps) or ``truncated``."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -49,23 +72,42 @@ class A2CMetaOptimizer(MetaOptimizer):
         groups = agent.parameter_groups(self.config.lr)
         return torch.optim.Adam(groups, lr=self.config.lr, eps=self.config.adam_eps)
 
-    def loss(self, lifetimes: Lifetimes) -> dict[str, torch.Tensor]:
-        """Return the A2C loss and its parts, averaged over the steps of running lifetimes."""
+    def targets(self, lifetimes: Lifetimes) -> LossTargets:
+        """Return the (detached) advantages, returns and step mask of collected lifetimes."""
         cfg = self.config
+        values = lifetimes.values.detach()
         rewards = lifetimes.rewards * cfg.reward_scale
         advantages = generalized_advantages(
-            rewards, lifetimes.values.detach(), lifetimes.alive, cfg.gamma, cfg.gae_lambda
+            rewards, values, lifetimes.alive, cfg.gamma, cfg.gae_lambda
         )
-        returns = advantages + lifetimes.values.detach()
+        returns = advantages + values
         mask = lifetimes.alive.float()
         count = mask.sum().clamp(min=1.0)
         if cfg.normalize_advantages:
             mean = (advantages * mask).sum() / count
             std = (((advantages - mean) * mask).pow(2).sum() / count).sqrt()
             advantages = (advantages - mean) / (std + 1e-8) * mask
-        policy_loss = -(lifetimes.log_probs * advantages * mask).sum() / count
-        value_loss = 0.5 * ((returns - lifetimes.values).pow(2) * mask).sum() / count
-        entropy = (lifetimes.entropies * mask).sum() / count
+        return LossTargets(advantages, returns, mask, count)
+
+    def loss_parts(
+        self,
+        outputs: Lifetimes | Replay,
+        targets: LossTargets,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Return the A2C loss of steps ``[start, stop)`` and its parts.
+
+        Each part is summed over those steps and divided by the whole batch's count of running
+        steps, so the losses of consecutive spans add up to the loss of the whole lifetime.
+        ``outputs`` holds log-probabilities, values and entropies ``(stop - start, batch)``.
+        """
+        cfg = self.config
+        span = slice(start, stop)
+        advantages, mask, count = targets.advantages[span], targets.mask[span], targets.count
+        policy_loss = -(outputs.log_probs * advantages * mask).sum() / count
+        value_loss = 0.5 * ((targets.returns[span] - outputs.values).pow(2) * mask).sum() / count
+        entropy = (outputs.entropies * mask).sum() / count
         loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
         return {
             "loss": loss,
@@ -74,12 +116,19 @@ class A2CMetaOptimizer(MetaOptimizer):
             "entropy": entropy,
         }
 
+    def loss(self, lifetimes: Lifetimes) -> dict[str, torch.Tensor]:
+        """Return the A2C loss and its parts, averaged over the steps of running lifetimes."""
+        return self.loss_parts(lifetimes, self.targets(lifetimes))
+
     def training_step(self, agent: Agent, batch: OuterBatch) -> dict[str, torch.Tensor]:
         """Collect one lifetime per task, take one Adam step, and return detached metrics."""
-        lifetimes = batch.run_lifetimes(agent)
-        losses = self.loss(lifetimes)
-        batch.optimizer.zero_grad(set_to_none=True)
-        batch.backward(losses["loss"])
+        if self.config.bptt.mode == "full":
+            lifetimes = batch.run_lifetimes(agent)
+            losses = self.loss(lifetimes)
+            batch.optimizer.zero_grad(set_to_none=True)
+            batch.backward(losses["loss"])
+        else:
+            lifetimes, losses = self._backward_in_chunks(agent, batch)
         parameters = [p for group in batch.optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
         batch.optimizer.step()
@@ -90,3 +139,21 @@ class A2CMetaOptimizer(MetaOptimizer):
             if value.dim() == 1:
                 metrics[name] = value.detach().nanmean()
         return metrics
+
+    def _backward_in_chunks(
+        self, agent: Agent, batch: OuterBatch
+    ) -> tuple[Lifetimes, dict[str, torch.Tensor]]:
+        """Collect without a graph, then backpropagate replayed chunks (``config.bptt``)."""
+        with torch.no_grad():
+            lifetimes = batch.run_lifetimes(agent, record=True)
+        assert lifetimes.record is not None  # asked for above
+        targets = self.targets(lifetimes)
+
+        def step_loss(replay: Replay, start: int, stop: int) -> torch.Tensor:
+            return self.loss_parts(replay, targets, start, stop)["loss"]
+
+        batch.optimizer.zero_grad(set_to_none=True)
+        replay = backward_through_lifetimes(
+            agent, lifetimes.record, step_loss, batch.backward, self.config.bptt
+        )
+        return lifetimes, self.loss_parts(replay, targets)
