@@ -17,6 +17,7 @@ from metods_core.errors import MetodsError
 from metods_core.interfaces import TaskSampler
 from metods_core.rollout import run_lifetimes
 from metods_core.statistics import mean_and_ci95
+from metods_core.training.atomic import write_text_atomic
 from metods_core.training.checkpoints import find_resume_checkpoint, read_checkpoint
 from metods_core.training.module import MetaLearningModule
 from metods_core.training.run_dir import read_run_recipe
@@ -126,20 +127,32 @@ def evaluate_run(
     episodes: int | None = None,
     overrides: Sequence[str] = (),
     greedy: bool | None = None,
+    checkpoint: Path | None = None,
 ) -> dict[str, Any]:
-    """Meta-test the run's last checkpoint on held-out tasks; write JSON and PNG plots.
+    """Meta-test the run's last checkpoint (or ``checkpoint``) on held-out tasks; write JSON and
+    PNG plots.
 
     ``overrides`` change the test conditions (``task.impair_actuator=3``); they never touch the
     checkpoint. Returns the summary also written to ``RUN_DIR/evaluation.json``; with
     overrides, to ``RUN_DIR/evaluation-<overrides>.json`` (see :func:`overrides_tag`), and the
-    curves' PNG and CSV files carry the same tag, so no evaluation overwrites another.
+    curves' PNG and CSV files carry the same tag, so no evaluation overwrites another. The JSON
+    file is written atomically, and only when the evaluation produced metrics.
+
+    Raises:
+        MetodsError: ``episodes`` below 1, no checkpoint, or one that cannot be trusted.
     """
+    if episodes is not None and episodes < 1:
+        raise MetodsError(f"evaluate: --episodes must be at least 1, got {episodes}")
     run_dir = Path(run_dir)
-    module = load_trained_module(run_dir, overrides)
+    module = load_trained_module(run_dir, overrides, checkpoint)
     recipe = module.recipe
-    episodes = episodes or recipe.evaluation.episodes
+    episodes = recipe.evaluation.episodes if episodes is None else episodes
     greedy = recipe.evaluation.greedy if greedy is None else greedy
     metrics = meta_test(module, episodes, recipe.evaluation.batch_tasks, greedy, recipe.seed)
+    if not metrics:
+        raise MetodsError(
+            f"the evaluation of {run_dir} produced no metrics; {EVALUATION_FILE} was left as it was"
+        )
     summary = summarise(metrics)
     for condition, changes in module.sampler.evaluation_conditions().items():
         sampler = module.recipe.task.cls(module.recipe.task.config.model_copy(update=changes))
@@ -159,7 +172,7 @@ def evaluate_run(
     summary = _without_nan(summary)
     tag = overrides_tag(overrides)
     evaluation_file = run_dir / EVALUATION_FILE.replace(".json", f"{tag}.json")
-    evaluation_file.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(evaluation_file, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     from metods_core.plots import plot_curves, plot_training_curve
 
     summary["plots"] = [

@@ -10,7 +10,11 @@ class ComponentConfig(BaseModel):
 
     Subclasses declare each field with a type, a default or ``Field(...)`` constraint, and an
     attribute docstring: the docstring becomes the field's description in ``metods show`` and
-    in error reports. Unknown keys are rejected so that a typo never passes silently.
+    in error reports. Unknown keys are rejected so that a typo never passes silently, and float
+    fields reject ``nan`` and ``inf`` (a field that needs them sets
+    ``Field(allow_inf_nan=True)``).
     """
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, frozen=True, allow_inf_nan=False
+    )

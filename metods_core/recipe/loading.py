@@ -5,6 +5,7 @@ See the package docstring of ``metods_core.recipe`` for the rules.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,14 @@ def load_recipe_dict(path: str | Path, overrides: Sequence[str] = ()) -> dict[st
     """
     config = _compose(Path(path), (), source=path)
     config = _apply_overrides(config, overrides, source=path)
+    _refuse_environment(config, source=path)
     return _resolve(config, source=path)
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``key=value`` overrides (with component switching) to plain recipe data."""
     config = _apply_overrides(OmegaConf.create(dict(data)), overrides, source=None)
+    _refuse_environment(config, source=None)
     return _resolve(config, source=None)
 
 
@@ -126,6 +129,37 @@ def _accepted_keys(kind: str, name: str) -> set[str]:
     except PluginError:
         return set()  # validation reports the unknown or broken plugin
     return set(cls.Config.model_fields)  # type: ignore[attr-defined]
+
+
+_ENVIRONMENT = re.compile(r"\$\{\s*oc\.env\s*:\s*([^,}]*)")
+"""OmegaConf's built-in resolver that reads an environment variable."""
+
+
+def _strings(value: Any, path: str) -> list[tuple[str, str]]:
+    if isinstance(value, Mapping):
+        return [pair for k, v in value.items() for pair in _strings(v, f"{path}.{k}".lstrip("."))]
+    if isinstance(value, list):
+        return [pair for i, v in enumerate(value) for pair in _strings(v, f"{path}[{i}]")]
+    return [(path, value)] if isinstance(value, str) else []
+
+
+def _refuse_environment(config: DictConfig, source: str | Path | None) -> None:
+    """Refuse ``${oc.env:VAR}``: a recipe never reads the environment (secrets would be saved
+    in recipe.yaml and sent to the logger). Pass the value as an override instead."""
+    raw = OmegaConf.to_container(config, resolve=False)
+    problems = [
+        Problem(
+            path,
+            f"{text!r} reads the environment variable {match.group(1).strip()!r}; recipes may "
+            f"not read the environment. Pass the value as an override instead: "
+            f"{path}=$" + match.group(1).strip(),
+        )
+        for path, text in _strings(raw, "")
+        for match in [_ENVIRONMENT.search(text)]
+        if match is not None
+    ]
+    if problems:
+        raise RecipeError(problems, source)
 
 
 def _resolve(config: DictConfig, source: str | Path | None) -> dict[str, Any]:

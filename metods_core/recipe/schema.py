@@ -16,7 +16,14 @@ from metods_core.interfaces.config import ComponentConfig
 COMPONENTS: tuple[str, ...] = ("task", "plasticity", "readout", "meta_optimizer")
 """The recipe sections that name a plugin."""
 
-_SECTION = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+_SECTION = ConfigDict(
+    extra="forbid", use_attribute_docstrings=True, frozen=True, allow_inf_nan=False
+)
+
+MAX_BATCH = 1_000_000
+"""Upper bound of the task-batch sizes: far beyond any machine, but catches a typo early."""
+MAX_STEPS = 1_000_000_000
+"""Upper bound of step counts and intervals."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +60,7 @@ class DataConfig(BaseModel):
     """How tasks are fed to the outer loop."""
 
     model_config = _SECTION
-    batch_tasks: int = Field(default=64, gt=0)
+    batch_tasks: int = Field(default=64, gt=0, le=MAX_BATCH)
     """Tasks per outer step, per device."""
 
 
@@ -61,7 +68,7 @@ class TrainerConfig(BaseModel):
     """Lightning Trainer settings and the run's compute budget."""
 
     model_config = _SECTION
-    max_steps: int = Field(default=3000, gt=0)
+    max_steps: int = Field(default=3000, gt=0, le=MAX_STEPS)
     """Outer (meta-)optimisation steps."""
     accelerator: str = "auto"
     """Lightning accelerator: auto, cpu, gpu, cuda, mps..."""
@@ -73,9 +80,9 @@ class TrainerConfig(BaseModel):
     """Lightning strategy: auto, ddp, ddp_spawn..."""
     precision: str = "32-true"
     """Lightning precision: 32-true, 16-mixed, bf16-mixed, 64-true..."""
-    log_every_n_steps: int = Field(default=10, gt=0)
+    log_every_n_steps: int = Field(default=10, gt=0, le=MAX_STEPS)
     """Log metrics every this many outer steps."""
-    checkpoint_every_n_steps: int = Field(default=100, gt=0)
+    checkpoint_every_n_steps: int = Field(default=100, gt=0, le=MAX_STEPS)
     """Save a resumable checkpoint every this many outer steps."""
     num_threads: int | None = Field(default=None, gt=0)
     """Torch threads per process; None: torch's default, or the cores split evenly over the
@@ -114,9 +121,9 @@ class EvaluationConfig(BaseModel):
     """Meta-testing on held-out tasks."""
 
     model_config = _SECTION
-    episodes: int = Field(default=1000, gt=0)
+    episodes: int = Field(default=1000, gt=0, le=MAX_STEPS)
     """Held-out lifetimes (one task each) to evaluate."""
-    batch_tasks: int = Field(default=250, gt=0)
+    batch_tasks: int = Field(default=250, gt=0, le=MAX_BATCH)
     """Lifetimes run in parallel."""
     greedy: bool = False
     """Act with the most likely action instead of sampling."""
@@ -138,7 +145,11 @@ class Recipe(BaseModel):
     """A whole experiment: components, their parameters, and how to train and evaluate."""
 
     model_config = ConfigDict(
-        extra="forbid", use_attribute_docstrings=True, frozen=True, arbitrary_types_allowed=True
+        extra="forbid",
+        use_attribute_docstrings=True,
+        frozen=True,
+        arbitrary_types_allowed=True,
+        allow_inf_nan=False,
     )
     seed: int = 0
     """Seed of every random stream of the run."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,10 +51,38 @@ def validate_recipe(data: Mapping[str, Any], source: str | Path | None = None) -
         spec, found = _validate_component(kind, data.get(kind, _MISSING))
         problems += found
         specs[kind] = spec
+    if fields is not None:
+        problems += _memory_problems(fields)
     if problems or fields is None:
         raise RecipeError(problems, source)
     values = {name: getattr(fields, name) for name in type(fields).model_fields}
     return Recipe(**values, **specs)
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not available on this platform
+        return None
+
+
+def _memory_problems(fields: Any) -> list[Problem]:
+    """Refuse an agent whose smallest allocation cannot fit in this machine's memory.
+
+    Every rule holds at least one N x N float32 matrix (N = ``agent.hidden``); a plastic rule
+    holds one per task of the batch as well. Bounding that before allocating turns a typo
+    (``agent.hidden=100000000``) into a message instead of an allocator traceback.
+    """
+    memory = _physical_memory()
+    hidden = fields.agent.hidden
+    needed = 4 * hidden * hidden
+    if memory is None or needed <= memory:
+        return []
+    message = (
+        f"{hidden} needs at least {needed / 2**30:.3g} GiB for one {hidden} x {hidden} float32 "
+        f"matrix, more than this machine's {memory / 2**30:.3g} GiB of memory"
+    )
+    return [Problem("agent.hidden", message)]
 
 
 def _validate_component(kind: str, section: Any) -> tuple[ComponentSpec | None, list[Problem]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from metods_core.errors import MetodsError
-from metods_core.training.run_dir import CHECKPOINT_DIR, LAST_CHECKPOINT
+from metods_core.training.atomic import (
+    TEMPORARY_SUFFIX,
+    atomic_open,
+    load_checkpoint_safely,
+    temporary_path,
+)
+from metods_core.training.run_dir import CHECKPOINT_DIR, LAST_CHECKPOINT, RECIPE_FILE
 
 
 class CheckpointError(MetodsError):
@@ -39,50 +46,63 @@ class OuterStepCheckpoints(Callback):
     """Checkpoints on the run's clock of outer steps (not Lightning's optimizer steps).
 
     Every ``every_n_steps`` outer steps: ``step=NNNNNN.ckpt`` (the newest ``PERIODIC_KEPT``
-    kept) and ``last.ckpt``; ``last.ckpt`` again when training ends. Each file is written
-    under a temporary name in its own folder and renamed into place, so a kill during the
-    write never leaves a truncated checkpoint under a real name.
+    kept) and ``last.ckpt``; ``last.ckpt`` again when training ends, and at the end of the
+    outer step during which an interrupt (Ctrl+C) arrived. The Trainer's checkpoint I/O is
+    :class:`~metods_core.training.atomic.AtomicCheckpointIO`: each file is written under a
+    temporary name in its own folder, fsync-ed and renamed into place, so a kill or a full disk
+    during the write never leaves a truncated checkpoint under a real name, and a failed write
+    leaves no file at all. Older periodic files are removed only after a new one is in place.
     """
 
     def __init__(self, folder: Path, every_n_steps: int) -> None:
         self.folder = folder
         self.every_n_steps = every_n_steps
         self._saved_step = -1
+        self.interrupted = False
+        """Set by the SIGINT handler: save and stop at the end of the current outer step."""
+        self.interrupted_at: int | None = None
+        """The outer step saved after an interrupt (None when training was not interrupted)."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Remove temporary files that a killed earlier write left behind."""
+        if trainer.is_global_zero and self.folder.is_dir():
+            for stale in self.folder.glob(f".*{TEMPORARY_SUFFIX}"):
+                stale.unlink(missing_ok=True)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
     ) -> None:
-        """Save after every ``every_n_steps``-th outer step."""
+        """Save after every ``every_n_steps``-th outer step, or now after an interrupt."""
         step = _outer_step(pl_module)
-        if step % self.every_n_steps == 0 and step != self._saved_step:
+        due = step % self.every_n_steps == 0 or self.interrupted
+        if due and step != self._saved_step:
             periodic = self.folder / f"step={step:06d}.ckpt"
-            self._save(trainer, periodic)
+            trainer.save_checkpoint(periodic, weights_only=False)
             if trainer.is_global_zero:
                 _link_or_copy(periodic, self.folder / LAST_CHECKPOINT)
                 for old in sorted(self.folder.glob("step=*.ckpt"), reverse=True)[PERIODIC_KEPT:]:
                     old.unlink(missing_ok=True)
             self._saved_step = step
+        if self.interrupted:
+            self.interrupted_at = step
+            trainer.should_stop = True
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Save the final state (rank 0 writes, every rank takes part)."""
-        self._save(trainer, self.folder / LAST_CHECKPOINT)
-
-    def _save(self, trainer: L.Trainer, path: Path) -> None:
-        temporary = path.with_name(f".{path.name}.tmp")
-        trainer.save_checkpoint(temporary)
-        if trainer.is_global_zero:
-            os.replace(temporary, path)
+        trainer.save_checkpoint(self.folder / LAST_CHECKPOINT, weights_only=False)
 
 
 def _link_or_copy(source: Path, destination: Path) -> None:
     """Make ``destination`` a copy of ``source`` atomically (a hard link where possible)."""
-    temporary = destination.with_name(f".{destination.name}.tmp")
+    temporary = temporary_path(destination)
     temporary.unlink(missing_ok=True)
     try:
         os.link(source, temporary)
+        os.replace(temporary, destination)
     except OSError:  # a file system without hard links
-        shutil.copyfile(source, temporary)
-    os.replace(temporary, destination)
+        temporary.unlink(missing_ok=True)
+        with atomic_open(destination, "wb") as file, open(source, "rb") as original:
+            shutil.copyfileobj(original, file)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -98,14 +118,22 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint_safely(path)
+    except pickle.UnpicklingError as error:  # weights_only=True refused an object
+        reason = str(error).split("\n\n")[-1].splitlines()[0][:200]
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors, numbers, strings and "
+            f"containers, and was refused without running anything ({reason}). metods "
+            "checkpoints hold only plain data; do not load this file with weights_only=False "
+            "unless you wrote it yourself."
+        ) from None
     except Exception as error:  # torch raises many types for a truncated or foreign file
         others = [str(p) for p in list_checkpoints(path.parent.parent) if p != path]
         hint = (
-            f" Earlier checkpoints of this run: {', '.join(others)}; resume from one with "
+            f" Earlier checkpoints of this run: {', '.join(others)}; use one with "
             "--checkpoint PATH, or move the damaged file away."
             if others
-            else " No other checkpoint of this run exists: start the run again."
+            else f" No other checkpoint of this run exists.{_start_again(path.parent.parent)}"
         )
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); it is "
@@ -134,11 +162,21 @@ def find_resume_checkpoint(run_dir: Path, explicit: Path | None = None) -> Path:
     candidates = list_checkpoints(run_dir)
     if not candidates:
         raise CheckpointError(
-            f"{run_dir} has no checkpoint to resume from (looked in {run_dir / CHECKPOINT_DIR}); "
-            "the run stopped before its first save: start it again"
+            f"{run_dir} has no checkpoint (looked in {run_dir / CHECKPOINT_DIR}): the run "
+            f"stopped before its first save.{_start_again(run_dir)}"
         )
     read_checkpoint(candidates[0])
     return candidates[0]
+
+
+def _start_again(run_dir: Path) -> str:
+    """Advice that works: a new folder (training into one that holds a run is refused)."""
+    if not (run_dir / RECIPE_FILE).is_file():
+        return ""
+    return (
+        f" Train it again in a new folder: `metods train {run_dir / RECIPE_FILE} --run-dir "
+        f"NEW_DIR` (or delete {run_dir} first)."
+    )
 
 
 def checkpoint_outer_step(checkpoint: dict[str, Any]) -> int:

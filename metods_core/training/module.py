@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
@@ -18,7 +19,27 @@ if TYPE_CHECKING:
 
 
 class NonFiniteError(MetodsError):
-    """The loss or the meta-parameters stopped being finite numbers."""
+    """The loss, the gradients, the action logits or the meta-parameters stopped being finite."""
+
+
+_ADVICE = (
+    "meta-training diverged. The checkpoints already written are finite and kept; resume "
+    "from the last one with a lower meta_optimizer.lr or a smaller meta_optimizer.max_grad_norm "
+    "(metods train --resume {run_dir} meta_optimizer.lr=...)."
+)
+
+
+def _invalid_distribution(error: ValueError) -> bool:
+    """Whether ``error`` is torch.distributions refusing non-finite parameters (NaN logits)."""
+    return "found invalid values" in str(error) or "to satisfy the constraint" in str(error)
+
+
+def _check_gradients(optimizer: torch.optim.Optimizer, where: Callable[[], str]) -> None:
+    """Refuse an optimizer step on non-finite gradients (one host sync per optimizer step)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+    finite = [torch.isfinite(g).all() for g in grads if g is not None]
+    if finite and not bool(torch.stack(finite).all()):
+        raise NonFiniteError(f"the gradients became non-finite at {where()}")
 
 
 class MetaLearningModule(L.LightningModule):
@@ -40,8 +61,19 @@ class MetaLearningModule(L.LightningModule):
         self.outer_step = 0
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Return the meta-optimizer's optimizer over the agent's meta-parameters."""
-        return self.meta_optimizer.configure_optimizer(self.agent)
+        """Return the meta-optimizer's optimizer over the agent's meta-parameters.
+
+        Each of its steps first checks the gradients are finite, so non-finite values never
+        reach the meta-parameters.
+        """
+        optimizer = self.meta_optimizer.configure_optimizer(self.agent)
+        optimizer.register_step_pre_hook(lambda opt, args, kwargs: _check_gradients(opt, self._at))
+        return optimizer
+
+    def _at(self) -> str:
+        """Where training stands, and the advice, for a non-finite error message."""
+        run_dir = self.trainer.default_root_dir if self._trainer is not None else "RUN_DIR"
+        return f"outer step {self.outer_step}: {_ADVICE.format(run_dir=run_dir)}"
 
     def _all_reduce(self, tensor: torch.Tensor, op: ReduceOp = "mean") -> torch.Tensor:
         """Reduce ``tensor`` over every process (a copy; the identity on one process)."""
@@ -73,17 +105,18 @@ class MetaLearningModule(L.LightningModule):
         )
         try:
             metrics = self.meta_optimizer.training_step(self.agent, batch)
+        except ValueError as error:
+            if not _invalid_distribution(error):
+                raise
+            raise NonFiniteError(
+                f"the action distribution's parameters (logits) became non-finite at {self._at()}"
+            ) from None
         finally:
             batch.close()
         loss = metrics.get("loss")
         # One host sync per outer step (never per environment step) to stop a diverged run early.
         if loss is not None and not bool(torch.isfinite(loss)):
-            raise NonFiniteError(
-                f"the loss became {loss.item()} at step {self.outer_step}: meta-training "
-                "diverged. "
-                "The last checkpoint in the run directory is intact; resume from it with a lower "
-                "meta_optimizer.lr or a smaller meta_optimizer.max_grad_norm."
-            )
+            raise NonFiniteError(f"the loss became {loss.item()} at {self._at()}")
         self.outer_step += 1
         self.log_dict(
             {f"train/{name}": value for name, value in metrics.items()},

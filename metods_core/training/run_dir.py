@@ -3,7 +3,8 @@
 Layout::
 
     RUN_DIR/
-      recipe.yaml            the fully resolved recipe (the run's single source of truth)
+      recipe.yaml            the fully resolved recipe the run was started with
+      resumes.yaml           each resume: outer step, checkpoint, overrides (absent if none)
       versions.json          Python, torch, Lightning, metods and every installed plugin
       checkpoints/last.ckpt  the latest checkpoint; step=NNNNNN.ckpt the periodic ones
       logs/version_K/metrics.csv   one CSV log per (re)start of the run
@@ -22,6 +23,8 @@ from typing import Any
 from metods_core.errors import MetodsError
 from metods_core.recipe import Recipe, recipe_to_yaml
 from metods_core.registry import GROUPS, list_plugins
+from metods_core.training.atomic import write_text_atomic
+from metods_core.training.resume import resume_overrides
 
 RECIPE_FILE = "recipe.yaml"
 VERSIONS_FILE = "versions.json"
@@ -60,16 +63,47 @@ def collect_versions() -> dict[str, Any]:
     }
 
 
+def check_new_run_dir(run_dir: Path) -> None:
+    """Refuse a ``--run-dir`` that is a file, holds a run, or holds anything else.
+
+    Raises:
+        MetodsError: with what to do instead; nothing was written.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise MetodsError(f"--run-dir {run_dir} is a file, not a folder: choose another --run-dir")
+    if (run_dir / RECIPE_FILE).exists():
+        raise MetodsError(
+            f"{run_dir} already holds a run; continue it with `metods train --resume {run_dir}`, "
+            "or choose another --run-dir (nothing was overwritten)"
+        )
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise MetodsError(
+            f"{run_dir} is not empty and is not a metods run: choose a new or empty --run-dir "
+            "(nothing was overwritten)"
+        )
+
+
 def write_run_files(run_dir: Path, recipe: Recipe) -> None:
-    """Write the resolved recipe and the versions into ``run_dir``."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
-    (run_dir / RECIPE_FILE).write_text(recipe_to_yaml(recipe))
-    (run_dir / VERSIONS_FILE).write_text(json.dumps(collect_versions(), indent=2) + "\n")
+    """Write the resolved recipe and the versions into ``run_dir`` (each file atomically)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
+    except OSError as error:
+        raise MetodsError(
+            f"cannot create the run folder {run_dir}: {error.strerror or error}"
+        ) from None
+    write_text_atomic(run_dir / RECIPE_FILE, recipe_to_yaml(recipe))
+    write_text_atomic(run_dir / VERSIONS_FILE, json.dumps(collect_versions(), indent=2) + "\n")
 
 
-def read_run_recipe(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Load the recipe saved in ``run_dir``, with optional ``key=value`` overrides."""
+def read_run_recipe(
+    run_dir: Path, overrides: list[str] | tuple[str, ...] = (), history: bool = True
+) -> Recipe:
+    """Load the recipe of ``run_dir`` as it stands now, with optional ``key=value`` overrides.
+
+    That is ``recipe.yaml`` with the overrides of every recorded resume applied in order
+    (``history=False``: ``recipe.yaml`` alone), then ``overrides``.
+    """
     from metods_core.recipe import load_recipe
 
     path = run_dir / RECIPE_FILE
@@ -78,4 +112,5 @@ def read_run_recipe(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) 
             f"{run_dir} is not a metods run directory: it has no {RECIPE_FILE}. "
             "Pass the directory that `metods train` created (it prints it when it starts)."
         )
-    return load_recipe(path, list(overrides))
+    earlier = resume_overrides(run_dir) if history else []
+    return load_recipe(path, [*earlier, *overrides])

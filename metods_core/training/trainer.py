@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import lightning as L
 import torch
@@ -13,7 +17,10 @@ from lightning.pytorch.callbacks import Callback
 
 from metods_core.errors import MetodsError
 from metods_core.recipe import Recipe
+from metods_core.training.atomic import AtomicCheckpointIO
 from metods_core.training.checkpoints import (
+    OuterStepCheckpoints,
+    checkpoint_outer_step,
     create_checkpoint_callbacks,
     find_resume_checkpoint,
     read_checkpoint,
@@ -22,8 +29,13 @@ from metods_core.training.data import TaskDataModule
 from metods_core.training.loggers import create_loggers
 from metods_core.training.module import MetaLearningModule
 from metods_core.training.progress import OuterStepProgressBar
+from metods_core.training.resume import (
+    ApplyOptimizerSettings,
+    check_resume_changes,
+    record_resume,
+)
 from metods_core.training.run_dir import (
-    RECIPE_FILE,
+    check_new_run_dir,
     default_run_dir,
     read_run_recipe,
     write_run_files,
@@ -31,6 +43,62 @@ from metods_core.training.run_dir import (
 
 _RUN_DIR_ENV = "METODS_RUN_DIR"
 """Set by the launching process so that DDP ranks started later write to the same run."""
+
+
+class TrainingInterrupted(MetodsError):
+    """Training stopped on Ctrl+C (SIGINT) after saving the outer step it had reached."""
+
+    def __init__(self, run_dir: Path, step: int) -> None:
+        self.run_dir, self.step = run_dir, step
+        super().__init__(
+            f"interrupted at outer step {step}; its checkpoint is saved. Continue with: "
+            f"metods train --resume {run_dir}"
+        )
+
+
+def _is_allocation_error(error: BaseException) -> bool:
+    text = str(error)
+    return isinstance(error, MemoryError) or "allocate" in text or "out of memory" in text
+
+
+@contextmanager
+def _explain_allocation_errors(recipe: Recipe) -> Iterator[None]:
+    """Turn a failed allocation (a size too large for this machine) into one clear error."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as error:
+        if not _is_allocation_error(error):
+            raise
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else "MemoryError"
+        raise MetodsError(
+            f"the run does not fit in this machine's memory ({first}); lower agent.hidden "
+            f"(now {recipe.agent.hidden}), data.batch_tasks (now {recipe.data.batch_tasks}) or "
+            "the task's size"
+        ) from None
+
+
+def _build_module(recipe: Recipe) -> MetaLearningModule:
+    with _explain_allocation_errors(recipe):
+        return MetaLearningModule(recipe)
+
+
+@contextmanager
+def _stop_on_sigint(checkpoints: OuterStepCheckpoints) -> Iterator[None]:
+    """On the first Ctrl+C, finish the outer step, save it and stop; a second one kills."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        checkpoints.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _global_rank() -> int:
@@ -69,6 +137,7 @@ def create_trainer(recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] 
         max_epochs=-1,
         log_every_n_steps=config.log_every_n_steps,
         logger=create_loggers(recipe, run_dir),
+        plugins=[AtomicCheckpointIO()],  # atomic writes, weights_only=True restores
         callbacks=[
             *create_checkpoint_callbacks(run_dir, config.checkpoint_every_n_steps),
             OuterStepProgressBar(config.max_steps, refresh_rate=config.log_every_n_steps),
@@ -93,9 +162,13 @@ def _fit(
     try:
         data = TaskDataModule(module.sampler, recipe.data.batch_tasks, recipe.seed)
         trainer = create_trainer(recipe, run_dir, callbacks)
-        trainer.fit(module, datamodule=data, ckpt_path=checkpoint)
+        saver = next(c for c in trainer.callbacks if isinstance(c, OuterStepCheckpoints))  # type: ignore[attr-defined]
+        with _stop_on_sigint(saver), _explain_allocation_errors(recipe):
+            trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
     finally:
         os.environ.pop(_RUN_DIR_ENV, None)
+    if saver.interrupted_at is not None:
+        raise TrainingInterrupted(run_dir, saver.interrupted_at)
     return run_dir
 
 
@@ -105,18 +178,17 @@ def train_recipe(
     """Meta-train ``recipe`` in a new run directory and return the directory.
 
     Raises:
-        MetodsError: ``run_dir`` already holds a run (resume it instead; nothing is overwritten).
+        MetodsError: ``run_dir`` is a file, already holds a run (resume it instead), or holds
+            other files; nothing is overwritten.
+        TrainingInterrupted: Ctrl+C; the outer step reached is saved.
     """
     inherited = os.environ.get(_RUN_DIR_ENV)
     run_dir = Path(inherited) if inherited else (run_dir or default_run_dir(recipe))
-    if not inherited and (run_dir / RECIPE_FILE).exists():
-        raise MetodsError(
-            f"{run_dir} already holds a run; continue it with `metods train --resume {run_dir}`, "
-            "or choose another --run-dir (nothing was overwritten)"
-        )
+    if not inherited:
+        check_new_run_dir(run_dir)
     _set_threads(recipe)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
-    module = MetaLearningModule(recipe)
+    module = _build_module(recipe)
     if _global_rank() == 0 and not inherited:
         write_run_files(run_dir, recipe)
     return _fit(module, run_dir, None, callbacks)
@@ -130,22 +202,31 @@ def resume_run(
 ) -> Path:
     """Continue the run in ``run_dir`` from its latest checkpoint (or ``checkpoint``).
 
-    ``overrides`` may change how the run continues (``trainer.max_steps=6000``); they are
-    checked against the checkpoint before the updated recipe is written back to ``run_dir``.
+    ``overrides`` may change how the run continues (see ``metods_core.training.resume``):
+    they are checked against the run's recipe and the checkpoint, then recorded in
+    ``resumes.yaml``; a changed learning rate is applied to the restored optimizer.
+
+    Raises:
+        MetodsError: a field that may not change was overridden, the budget is already spent,
+            or the checkpoint does not fit; nothing was written.
     """
+    current = read_run_recipe(run_dir)
     recipe = read_run_recipe(run_dir, list(overrides))
     path = find_resume_checkpoint(run_dir, checkpoint)
+    loaded = read_checkpoint(path)
+    step = checkpoint_outer_step(loaded)
+    check_resume_changes(current, recipe, step)
     _set_threads(recipe)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
-    module = MetaLearningModule(recipe)
+    module = _build_module(recipe)
     try:
-        module.load_state_dict(read_checkpoint(path)["state_dict"])
+        module.load_state_dict(loaded["state_dict"])
     except RuntimeError as error:
         raise MetodsError(
             f"checkpoint {path} does not fit the recipe with overrides {list(overrides)}: "
             f"{str(error).splitlines()[0]} Only overrides that keep the model's shape can "
             "change a run in progress; start a new run for the others."
         ) from None
-    if _global_rank() == 0 and overrides and not os.environ.get(_RUN_DIR_ENV):
-        write_run_files(run_dir, recipe)
-    return _fit(module, run_dir, path, callbacks)
+    if _global_rank() == 0 and not os.environ.get(_RUN_DIR_ENV):
+        record_resume(run_dir, list(overrides), step, path)
+    return _fit(module, run_dir, path, [ApplyOptimizerSettings(), *callbacks])

@@ -1,0 +1,137 @@
+"""What a resume may change, the record of every resume, and applying a changed optimizer.
+
+A resumed run continues the same experiment, so its identity cannot change: the seed, the task,
+the agent's shape and the components (every field outside the list below). What *may* change,
+and takes effect, is how the run continues: the budget and the Trainer's settings
+(``trainer.*``), the meta-optimizer's hyper-parameters (``meta_optimizer.*`` except its
+``name``: learning rate, clipping, loss weights...), logging (``logger.*``), evaluation
+(``evaluation.*``) and the run's ``name``.
+
+``recipe.yaml`` keeps the recipe the run was started with; ``resumes.yaml`` lists each resume
+(outer step, checkpoint, overrides, time). The recipe that describes the run now is the first
+with every resume's overrides applied in order (``read_run_recipe``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+
+from metods_core.errors import MetodsError
+from metods_core.recipe import Recipe, recipe_to_dict
+from metods_core.training.atomic import write_text_atomic
+
+RESUMES_FILE = "resumes.yaml"
+"""The history of a run's resumes, beside its ``recipe.yaml``."""
+
+CHANGEABLE_ON_RESUME: tuple[str, ...] = ("trainer.", "logger.", "evaluation.", "meta_optimizer.")
+"""Dotted-path prefixes of the fields a resume may change (plus ``name``)."""
+
+FIXED_ON_RESUME: tuple[str, ...] = ("meta_optimizer.name",)
+"""Fields under a changeable prefix that still may not change (the component itself)."""
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: data}
+
+
+def changeable(path: str) -> bool:
+    """Return whether the recipe field at dotted ``path`` may change on resume."""
+    if path in FIXED_ON_RESUME:
+        return False
+    return path in ("name", "source") or path.startswith(CHANGEABLE_ON_RESUME)
+
+
+def check_resume_changes(saved: Recipe, resumed: Recipe, checkpoint_step: int) -> None:
+    """Refuse a resume that changes the run's identity or leaves nothing to train.
+
+    Raises:
+        MetodsError: listing every field that may not change, or the budget already spent.
+    """
+    before, after = _flatten(recipe_to_dict(saved)), _flatten(recipe_to_dict(resumed))
+    missing = "(absent)"
+    fixed = [
+        f"{key} ({before.get(key, missing)!r} -> {after.get(key, missing)!r})"
+        for key in sorted(set(before) | set(after))
+        if before.get(key, missing) != after.get(key, missing) and not changeable(key)
+    ]
+    if fixed:
+        raise MetodsError(
+            f"a resume cannot change {', '.join(fixed)}: they define the run (seed, task, agent "
+            "shape, components). A resume may change trainer.*, meta_optimizer.* (not its "
+            "name), logger.* and evaluation.*; start a new run for the others"
+        )
+    if resumed.trainer.max_steps <= checkpoint_step:
+        raise MetodsError(
+            f"the checkpoint has already taken {checkpoint_step} outer steps, and "
+            f"trainer.max_steps is {resumed.trainer.max_steps}: nothing to train. Give a larger "
+            f"budget, e.g. trainer.max_steps={checkpoint_step * 2}"
+        )
+
+
+def read_resumes(run_dir: Path) -> list[dict[str, Any]]:
+    """Return the run's resume history (empty for a run never resumed)."""
+    path = run_dir / RESUMES_FILE
+    if not path.is_file():
+        return []
+    try:
+        history = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError) as error:
+        raise MetodsError(f"{path} cannot be read ({error}); restore or remove it") from None
+    if not isinstance(history, list) or not all(isinstance(item, dict) for item in history):
+        raise MetodsError(f"{path} is not a list of resumes; restore or remove it")
+    return history
+
+
+def resume_overrides(run_dir: Path) -> list[str]:
+    """Return every earlier resume's overrides, in order."""
+    return [str(item) for entry in read_resumes(run_dir) for item in entry.get("overrides", [])]
+
+
+def record_resume(run_dir: Path, overrides: Sequence[str], step: int, checkpoint: Path) -> None:
+    """Append one resume to ``RUN_DIR/resumes.yaml`` (written atomically)."""
+    entry = {
+        "outer_step": step,
+        "checkpoint": str(checkpoint),
+        "overrides": list(overrides),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    history = [*read_resumes(run_dir), entry]
+    write_text_atomic(run_dir / RESUMES_FILE, yaml.safe_dump(history, sort_keys=False))
+
+
+class ApplyOptimizerSettings(Callback):
+    """After Lightning restored the optimizer, set its hyper-parameters from the recipe.
+
+    Lightning's restore brings back each param group's ``lr`` and other settings with the
+    moments, so a learning rate changed on resume would be ignored. This builds the optimizer the
+    recipe asks for now and copies every setting but ``params`` group by group into the
+    restored one: the moments stay, the recipe's rate (with the rule's per-group lr scales)
+    applies.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Copy the recipe's optimizer settings into the restored optimizer."""
+        fresh = pl_module.configure_optimizers()
+        restored = trainer.optimizers[0]
+        if not isinstance(fresh, torch.optim.Optimizer):
+            return  # only the one-optimizer form is used by metods' module
+        if len(fresh.param_groups) != len(restored.param_groups):
+            raise MetodsError(
+                "the recipe's optimizer has another number of parameter groups than the "
+                "checkpoint's: start a new run for this change"
+            )
+        for new, old in zip(fresh.param_groups, restored.param_groups, strict=True):
+            old.update({key: value for key, value in new.items() if key != "params"})
