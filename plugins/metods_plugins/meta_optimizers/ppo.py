@@ -1,0 +1,239 @@
+"""Proximal policy optimisation for stateful (plastic) policies, RL^2 style.
+
+Schulman et al. 2017, "Proximal Policy Optimization Algorithms" (clipped surrogate, eq. 7;
+GAE; several epochs of minibatches), applied as in Duan et al. 2016 (RL^2) to a policy with
+memory: a minibatch is a set of *whole lifetimes* (tasks, never cut in time), replayed through
+the agent from its initial plastic state with the recorded inputs, so that the gradient flows
+through the whole lifetime under the current meta-parameters. Target-KL early stopping and
+value clipping follow the options of Stable-Baselines3's PPO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from pydantic import Field
+
+from metods_core.agent import Agent
+from metods_core.interfaces import ComponentConfig, MetaOptimizer, OuterBatch
+from metods_core.rollout import Lifetimes, Replay, replay_lifetimes
+from metods_plugins.meta_optimizers.advantages import generalized_advantages
+
+TERMS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+"""The additive terms of ``PPOMinibatch.step_terms``, each a mean over running steps."""
+
+
+@dataclass
+class PPOMinibatch:
+    """The fixed targets of one minibatch of ``batch`` whole lifetimes of ``steps`` steps.
+
+    Every tensor is detached and ``(steps, batch)``; ``count`` is the number of running steps
+    (0-dim), by which every term is normalised, so that terms over step spans add up.
+
+    Attributes:
+        old_log_probs: log-probabilities of the actions under the collecting policy.
+        old_values: the collecting critic's estimates.
+        advantages: GAE advantages (normalised over the minibatch if configured), 0 at dead steps.
+        returns: critic targets, advantages (before normalisation) plus old values.
+        mask: 1.0 at running steps, 0.0 after a lifetime's end.
+        count: number of running steps, at least 1.
+        config: the PPO parameters (clip ranges, loss weights).
+    """
+
+    old_log_probs: torch.Tensor
+    old_values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    mask: torch.Tensor
+    count: torch.Tensor
+    config: PPOMetaOptimizer.Config
+
+    # ---- the algorithmic core: the loss over a span of steps ----
+
+    def step_terms(self, replay: Replay, start: int, stop: int) -> dict[str, torch.Tensor]:
+        """Return the minibatch's loss terms (``TERMS``) over steps ``[start, stop)``.
+
+        ``replay`` holds the agent's outputs ``(stop - start, k)`` on exactly those steps. Each
+        term is a sum over the span divided by the minibatch's total running-step count, so the
+        terms of consecutive spans add up to those of the whole lifetime (chunked BPTT).
+        """
+        cfg = self.config
+        span = slice(start, stop)
+        mask, count = self.mask[span], self.count
+        advantages, returns = self.advantages[span], self.returns[span]
+        log_ratio = (replay.log_probs - self.old_log_probs[span]) * mask
+        ratio = log_ratio.exp()
+        surrogate = torch.min(
+            ratio * advantages, ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip) * advantages
+        )
+        policy_loss = -(surrogate * mask).sum() / count
+        squared = (replay.values - returns).pow(2)
+        if cfg.value_clip is not None:
+            old_values = self.old_values[span]
+            clipped = old_values + (replay.values - old_values).clamp(
+                -cfg.value_clip, cfg.value_clip
+            )
+            squared = torch.max(squared, (clipped - returns).pow(2))
+        value_loss = 0.5 * (squared * mask).sum() / count
+        entropy = (replay.entropies * mask).sum() / count
+        with torch.no_grad():
+            # Schulman's low-variance estimator of KL(old || new): (r - 1) - log r >= 0.
+            approx_kl = (((ratio - 1.0) - log_ratio) * mask).sum() / count
+            clipped_steps = ((ratio - 1.0).abs() > cfg.clip).float() * mask
+            clip_fraction = clipped_steps.sum() / count
+        loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+        return {
+            "loss": loss,
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
+            "approx_kl": approx_kl,
+            "clip_fraction": clip_fraction,
+        }
+
+    def step_loss(self, replay: Replay, start: int, stop: int) -> torch.Tensor:
+        """Return the minibatch's loss over steps ``[start, stop)`` (see ``step_terms``)."""
+        return self.step_terms(replay, start, stop)["loss"]
+
+
+class PPOMetaOptimizer(MetaOptimizer):
+    """PPO meta-training: K epochs of clipped-surrogate updates on replayed whole lifetimes."""
+
+    class Config(ComponentConfig):
+        """Parameters of the PPO meta-optimizer."""
+
+        lr: float = Field(1e-3, gt=0)
+        """Adam learning rate."""
+        gamma: float = Field(0.9, ge=0, le=1)
+        """Discount factor."""
+        gae_lambda: float = Field(0.95, ge=0, le=1)
+        """GAE lambda (1: Monte-Carlo returns minus the value baseline)."""
+        epochs: int = Field(4, ge=1)
+        """Passes over the collected lifetimes per outer step (K)."""
+        minibatches: int = Field(2, ge=1)
+        """Minibatches of whole lifetimes per epoch; at most the number of tasks per batch."""
+        clip: float = Field(0.2, gt=0)
+        """Clip range epsilon of the probability ratio in the surrogate objective."""
+        value_clip: float | None = Field(None, gt=0)
+        """If set, also clip the critic's change from its collected estimate to this range and
+        take the larger of the clipped and unclipped squared errors (PPO2's value clipping)."""
+        value_coef: float = Field(0.1, ge=0)
+        """Weight of the critic's squared error in the loss."""
+        entropy_coef: float = Field(0.03, ge=0)
+        """Weight of the entropy bonus."""
+        normalize_advantages: bool = True
+        """Standardise the advantages over each minibatch's running steps (mean 0, standard
+        deviation 1) before the policy loss."""
+        target_kl: float | None = Field(None, gt=0)
+        """If set, stop the outer step's epochs before any update whose replay shows an
+        approximate KL divergence from the collecting policy above this (Stable-Baselines3's
+        rule, with the threshold itself rather than 1.5 times it)."""
+        max_grad_norm: float = Field(4.0, gt=0)
+        """Clip the gradients' global norm to this before each Adam step."""
+        adam_eps: float = Field(1e-8, gt=0)
+        """Adam's epsilon."""
+        reward_scale: float = Field(1.0, gt=0)
+        """Multiply the rewards by this in the loss only (the agent's reward input and the
+        logged rewards are unscaled), as A2C's option of that name."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def configure_optimizer(self, agent: Agent) -> torch.optim.Optimizer:
+        """Return Adam over the agent's trainable meta-parameters (with the rule's lr scales)."""
+        groups = agent.parameter_groups(self.config.lr)
+        return torch.optim.Adam(groups, lr=self.config.lr, eps=self.config.adam_eps)
+
+    def advantages(self, lifetimes: Lifetimes) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return GAE advantages and returns ``(steps, batch)`` of collected lifetimes."""
+        cfg = self.config
+        values = lifetimes.values.detach()
+        rewards = lifetimes.rewards.detach() * cfg.reward_scale
+        advantages = generalized_advantages(
+            rewards, values, lifetimes.alive, cfg.gamma, cfg.gae_lambda
+        )
+        return advantages, advantages + values
+
+    def minibatch(
+        self,
+        lifetimes: Lifetimes,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        index: torch.Tensor,
+    ) -> PPOMinibatch:
+        """Return the targets of the lifetimes ``index`` ``(k,)`` (whole, in time)."""
+        mask = lifetimes.alive[:, index].float()
+        count = mask.sum().clamp(min=1.0)
+        chosen = advantages[:, index]
+        if self.config.normalize_advantages:
+            mean = (chosen * mask).sum() / count
+            std = (((chosen - mean) * mask).pow(2).sum() / count).sqrt()
+            chosen = (chosen - mean) / (std + 1e-8) * mask
+        return PPOMinibatch(
+            old_log_probs=lifetimes.log_probs[:, index].detach(),
+            old_values=lifetimes.values[:, index].detach(),
+            advantages=chosen,
+            returns=returns[:, index],
+            mask=mask,
+            count=count,
+            config=self.config,
+        )
+
+    def minibatch_terms(
+        self, agent: Agent, lifetimes: Lifetimes, targets: PPOMinibatch, index: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Replay the whole lifetimes ``index`` from the initial plastic state; return terms.
+
+        The terms are attached to the graph of the replay (BPTT through the lifetimes).
+        """
+        assert lifetimes.record is not None
+        replay = replay_lifetimes(agent, lifetimes.record.select(index))
+        return targets.step_terms(replay, 0, replay.log_probs.shape[0])
+
+    def update(self, batch: OuterBatch, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Back-propagate ``terms["loss"]``, clip the gradients, take one Adam step; return the
+        gradients' norm before clipping."""
+        batch.optimizer.zero_grad(set_to_none=True)
+        batch.backward(terms["loss"])
+        parameters = [p for group in batch.optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
+        batch.optimizer.step()
+        return grad_norm.detach()
+
+    def training_step(self, agent: Agent, batch: OuterBatch) -> dict[str, torch.Tensor]:
+        """Collect one lifetime per task, run the epochs of minibatch updates, return metrics."""
+        cfg = self.config
+        with torch.no_grad():
+            lifetimes = batch.run_lifetimes(agent, record=True)
+        advantages, returns = self.advantages(lifetimes)
+        tasks = lifetimes.alive.shape[1]
+        minibatches = min(cfg.minibatches, tasks)
+        device = lifetimes.alive.device
+        sums = {name: torch.zeros((), device=device) for name in (*TERMS, "grad_norm")}
+        updates = 0
+        stopped = False
+        for _ in range(cfg.epochs):
+            order = torch.randperm(tasks, generator=batch.generator, device=batch.generator.device)
+            for index in order.tensor_split(minibatches):
+                index = index.to(device)
+                targets = self.minibatch(lifetimes, advantages, returns, index)
+                terms = self.minibatch_terms(agent, lifetimes, targets, index)
+                if cfg.target_kl is not None:
+                    kl = batch.all_reduce(terms["approx_kl"].detach(), op="mean")
+                    if bool(kl > cfg.target_kl):  # one host sync per minibatch
+                        stopped = True
+                        break
+                sums["grad_norm"] += self.update(batch, terms)
+                for name in TERMS:
+                    sums[name] += terms[name].detach()
+                updates += 1
+            if stopped:
+                break
+        metrics = {name: value / max(updates, 1) for name, value in sums.items()}
+        metrics["epochs_done"] = torch.tensor(updates / minibatches, device=device)
+        metrics["env_steps"] = lifetimes.env_steps.detach().float()
+        for name, value in lifetimes.metrics.items():
+            if value.dim() == 1:
+                metrics[name] = value.detach().nanmean()
+        return metrics
