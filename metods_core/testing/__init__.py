@@ -24,7 +24,11 @@ from metods_core.testing.fakes import (
     FakeTasks,
     create_tiny_agent,
 )
-from metods_core.testing.meta_optimizer import META_OPTIMIZER_CHECKS, check_meta_optimizer
+from metods_core.testing.meta_optimizer import (
+    META_OPTIMIZER_CHECKS,
+    SLOW_META_OPTIMIZER_CHECKS,
+    check_meta_optimizer,
+)
 from metods_core.testing.plasticity import PLASTICITY_CHECKS, check_plasticity_rule
 from metods_core.testing.readout import ACTION_SPACES, READOUT_CHECKS, check_readout
 from metods_core.testing.tasks import TASK_CHECKS, check_task_sampler
@@ -36,6 +40,7 @@ __all__ = [
     "META_OPTIMIZER_CHECKS",
     "PLASTICITY_CHECKS",
     "READOUT_CHECKS",
+    "SLOW_META_OPTIMIZER_CHECKS",
     "TASK_CHECKS",
     "FakeMetaOptimizer",
     "FakeReadout",

@@ -3,15 +3,22 @@
 The checks train a tiny agent built from the fakes of ``metods_core.testing.fakes`` (a Hebbian
 rule, linear heads, a find-the-target task), so they need no other plugin. Every check takes
 the meta-optimizer's class and optional config overrides (``check(cls, **config)``) and raises
-``AssertionError`` with a message that says what is wrong. ``check_meta_optimizer`` runs them::
+``AssertionError`` with a message that says what is wrong.
 
-    from metods_core.testing import check_meta_optimizer
+Two kinds of checks: quick ones that call ``training_step`` by hand on an ``OuterBatch``
+(metrics, gradients through ``batch.backward``, determinism, the global RNG), and ones that
+train inside a tiny real Lightning trainer (``_meta_optimizer_training``): the outer-step
+count, parameters that change, stop-and-resume, 2-process CPU DDP. ``check_meta_optimizer``
+runs them all::
+
+    from metods_core.testing import SLOW_META_OPTIMIZER_CHECKS, check_meta_optimizer
     check_meta_optimizer(MyPPO, epochs=1)
+    check_meta_optimizer(MyPPO, skip_checks=SLOW_META_OPTIMIZER_CHECKS, epochs=1)  # no DDP
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
@@ -19,6 +26,12 @@ import torch
 from metods_core.agent import Agent
 from metods_core.interfaces import MetaOptimizer, OuterBatch, TaskSampler
 from metods_core.testing._common import BATCH, CONFIG_CHECKS, build_config, run_suite
+from metods_core.testing._meta_optimizer_training import (
+    check_ddp_ranks_agree,
+    check_outer_steps_match_max_steps,
+    check_parameters_change,
+    check_resume_equals_uninterrupted,
+)
 from metods_core.testing.fakes import create_tiny_agent
 
 
@@ -82,10 +95,9 @@ def check_configure_optimizer(cls: type[MetaOptimizer], /, **config: Any) -> Non
 
 
 def check_training_step(cls: type[MetaOptimizer], /, **config: Any) -> None:
-    """Two outer steps change the meta-parameters, keep them finite, and return metrics that
-    are finite, detached 0-dim tensors."""
+    """Two outer steps return metrics that are finite, detached 0-dim tensors, and keep the
+    meta-parameters finite."""
     meta_optimizer, agent, optimizer, sampler = _setup(cls, config)
-    before = [parameter.detach().clone() for parameter in agent.parameters()]
     for outer in range(2):
         metrics = meta_optimizer.training_step(agent, outer_batch(sampler, optimizer, outer))
         assert isinstance(metrics, dict) and metrics, (
@@ -100,23 +112,28 @@ def check_training_step(cls: type[MetaOptimizer], /, **config: Any) -> None:
                 f"metric {name!r} is attached to the autograd graph: return value.detach()"
             )
             assert torch.isfinite(value), f"outer step {outer}: metric {name!r} is {value.item()}"
-    after = list(agent.parameters())
-    assert all(torch.isfinite(parameter).all() for parameter in after), (
+    assert all(torch.isfinite(parameter).all() for parameter in agent.parameters()), (
         "the meta-parameters became non-finite"
-    )
-    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True)), (
-        "two training steps left every meta-parameter unchanged"
     )
 
 
 def check_backward_goes_through_step(cls: type[MetaOptimizer], /, **config: Any) -> None:
-    """Gradients are computed through ``OuterBatch.backward``, never by ``loss.backward()``
-    directly (Lightning's precision plugins and DDP gradient sync hook into it)."""
+    """Gradients are computed through ``OuterBatch.backward``, never by ``loss.backward()`` or
+    ``torch.autograd.grad`` directly (Lightning's precision plugins and DDP gradient sync hook
+    into it), and reach the meta-parameters.
+
+    An optimizer that never calls ``batch.backward`` passes only as a gradient-free one: it
+    declares ``uses_gradients = False``, or (undeclared) it computes no gradient at all and
+    still changes the meta-parameters.
+    """
     meta_optimizer, agent, optimizer, sampler = _setup(cls, config)
     inside = [False]
+    calls = [0]
     outside: list[str] = []
+    reached: list[str] = []
 
     def backward(loss: torch.Tensor) -> None:
+        calls[0] += 1
         inside[0] = True
         try:
             loss.backward()
@@ -125,8 +142,7 @@ def check_backward_goes_through_step(cls: type[MetaOptimizer], /, **config: Any)
 
     def watch(name: str) -> Callable[[torch.Tensor], None]:
         def hook(grad: torch.Tensor) -> None:
-            if not inside[0]:
-                outside.append(name)
+            (reached if inside[0] else outside).append(name)
 
         return hook
 
@@ -135,6 +151,7 @@ def check_backward_goes_through_step(cls: type[MetaOptimizer], /, **config: Any)
         for name, parameter in agent.named_parameters()
         if parameter.requires_grad
     ]
+    before = [parameter.detach().clone() for parameter in agent.parameters()]
     try:
         meta_optimizer.training_step(agent, outer_batch(sampler, optimizer, 0, backward))
     finally:
@@ -142,7 +159,27 @@ def check_backward_goes_through_step(cls: type[MetaOptimizer], /, **config: Any)
             handle.remove()
     assert not outside, (
         f"gradients of {sorted(set(outside))} were computed outside OuterBatch.backward: call "
-        "batch.backward(loss) instead of loss.backward()"
+        "batch.backward(loss) instead of loss.backward() or torch.autograd.grad"
+    )
+    declared = getattr(cls, "uses_gradients", None)
+    if declared is False:
+        assert calls[0] == 0, (
+            f"{cls.__name__} declares uses_gradients = False but called batch.backward"
+        )
+        return
+    if calls[0] == 0:
+        after = list(agent.parameters())
+        changed = any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+        assert declared is None and changed, (
+            "training_step never called batch.backward"
+            + (" and changed no meta-parameter" if not changed else "")
+            + ": a gradient-based optimizer must compute its gradients with "
+            "batch.backward(loss); a gradient-free one declares uses_gradients = False"
+        )
+        return
+    assert reached, (
+        "batch.backward was called but no gradient reached any meta-parameter: the loss "
+        "does not depend on the agent's parameters"
     )
 
 
@@ -181,18 +218,35 @@ META_OPTIMIZER_CHECKS: dict[str, Callable[..., None]] = {
     "backward_goes_through_step": check_backward_goes_through_step,
     "determinism": check_determinism,
     "global_rng_untouched": check_global_rng_untouched,
+    "outer_steps_match_max_steps": check_outer_steps_match_max_steps,
+    "parameters_change": check_parameters_change,
+    "resume_equals_uninterrupted": check_resume_equals_uninterrupted,
+    "ddp_ranks_agree": check_ddp_ranks_agree,
 }
 """Every check of the meta-optimizer suite, by name: ``check(cls, **config)``."""
 
+SLOW_META_OPTIMIZER_CHECKS: frozenset[str] = frozenset({"ddp_ranks_agree"})
+"""Checks that start processes (about 10 s each): skip them by name for a fast run, and mark
+tests running them ``slow``."""
 
-def check_meta_optimizer(cls: type[MetaOptimizer], /, **config: Any) -> None:
+
+def check_meta_optimizer(
+    cls: type[MetaOptimizer], /, *, skip_checks: Collection[str] = (), **config: Any
+) -> None:
     """Run every check of ``META_OPTIMIZER_CHECKS`` on ``cls``; raise one report of all failures.
 
     Args:
-        cls: the meta-optimizer's class.
+        cls: the meta-optimizer's class, defined at module level (the tiny trainer and the
+            DDP ranks import it by ``module:Class`` name).
+        skip_checks: names of checks not to run, e.g. ``SLOW_META_OPTIMIZER_CHECKS``.
         **config: overrides of ``cls.Config``'s defaults.
 
     Raises:
         AssertionError: one or more checks failed; the message lists each.
+        KeyError: ``skip_checks`` names a check that does not exist.
     """
-    run_suite(f"meta-optimizer {cls.__name__}", META_OPTIMIZER_CHECKS, cls, **config)
+    unknown = sorted(set(skip_checks) - set(META_OPTIMIZER_CHECKS))
+    if unknown:
+        raise KeyError(f"no meta-optimizer checks named {unknown}: {list(META_OPTIMIZER_CHECKS)}")
+    checks = {name: c for name, c in META_OPTIMIZER_CHECKS.items() if name not in skip_checks}
+    run_suite(f"meta-optimizer {cls.__name__}", checks, cls, **config)

@@ -24,6 +24,7 @@ from metods_core.testing import (
     META_OPTIMIZER_CHECKS,
     PLASTICITY_CHECKS,
     READOUT_CHECKS,
+    SLOW_META_OPTIMIZER_CHECKS,
     TASK_CHECKS,
     FakeMetaOptimizer,
     FakeReadout,
@@ -59,9 +60,15 @@ def _load(kind: str, name: str) -> type:
     return FAKES[kind] if name == FAKE else load_plugin(kind, name)
 
 
-def _cases(kind: str, checks: dict[str, Callable[..., None]]) -> list[Any]:
+def _cases(
+    kind: str, checks: dict[str, Callable[..., None]], slow: frozenset[str] = frozenset()
+) -> list[Any]:
     return [
-        pytest.param(name, check, id=f"{name}-{check}") for name in _names(kind) for check in checks
+        pytest.param(
+            name, check, id=f"{name}-{check}", marks=[pytest.mark.slow] if check in slow else []
+        )
+        for name in _names(kind)
+        for check in checks
     ]
 
 
@@ -106,7 +113,10 @@ def test_task_sampler_conforms(name: str, check: str) -> None:
     TASK_CHECKS[check](_load("task", name), **CONFIG_OVERRIDES.get(("task", name), {}))
 
 
-@pytest.mark.parametrize(("name", "check"), _cases("meta_optimizer", META_OPTIMIZER_CHECKS))
+@pytest.mark.parametrize(
+    ("name", "check"),
+    _cases("meta_optimizer", META_OPTIMIZER_CHECKS, SLOW_META_OPTIMIZER_CHECKS),
+)
 def test_meta_optimizer_conforms(name: str, check: str) -> None:
     """Every installed meta-optimizer passes every check of ``META_OPTIMIZER_CHECKS``."""
     overrides = CONFIG_OVERRIDES.get(("meta_optimizer", name), {})
@@ -216,7 +226,9 @@ class LaxConfigRule(FakeRule):
             id="seeded-at-construction",
         ),
         pytest.param(
-            lambda: check_meta_optimizer(DirectBackwardMetaOptimizer),
+            lambda: check_meta_optimizer(
+                DirectBackwardMetaOptimizer, skip_checks=SLOW_META_OPTIMIZER_CHECKS
+            ),
             "backward_goes_through_step",
             id="backward",
         ),
