@@ -175,7 +175,7 @@ def describe_plugin(info: PluginInfo) -> str:
     """
     try:
         cls = _load_info(info)
-    except Exception as exc:  # any failure of third-party code is reported, never raised
+    except (Exception, SystemExit) as exc:  # any failure of third-party code is reported
         cause = exc.__cause__ if isinstance(exc, PluginLoadError) and exc.__cause__ else exc
         return f"BROKEN: {type(cause).__name__}: {cause}"
     doc = inspect.getdoc(cls) or ""
@@ -200,9 +200,11 @@ def _load_info(info: PluginInfo) -> type:
     module_name, _, attr = info.value.partition(":")
     if not module_name or not attr:
         raise PluginLoadError(f"{info.origin()}: {info.value!r} is not of the form 'module:Class'")
+    before = set(sys.modules)
     try:
         obj = _import_object(info.value, direct=info.distribution is None)
-    except Exception as exc:  # a plugin may fail in any way while importing
+    except (Exception, SystemExit) as exc:  # a plugin may fail in any way, even sys.exit()
+        _forget_new_modules(before)
         hint = "" if info.distribution is None else "; reinstall or fix that distribution"
         raise PluginLoadError(
             f"{info.origin()} failed to import: {type(exc).__name__}: {exc}{hint}"
@@ -210,6 +212,22 @@ def _load_info(info: PluginInfo) -> type:
     _check_component(info, obj)
     assert isinstance(obj, type)
     return obj
+
+
+def _forget_new_modules(before: set[str]) -> None:
+    """Remove the modules a failed plugin import left behind, half-initialised.
+
+    Otherwise another plugin whose module imports one of them finds it in ``sys.modules``
+    and passes as healthy. Only packages that were not loaded at all before the import are
+    removed (never a submodule of torch or of another package already in use), and never a
+    compiled extension, which cannot always be imported twice.
+    """
+    loaded_tops = {name.partition(".")[0] for name in before}
+    for name in set(sys.modules) - before:
+        module = sys.modules[name]
+        filename = str(getattr(module, "__file__", "") or "")
+        if name.partition(".")[0] not in loaded_tops and not filename.endswith((".so", ".pyd")):
+            del sys.modules[name]
 
 
 def _check_component(info: PluginInfo, obj: object) -> None:
