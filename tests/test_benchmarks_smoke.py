@@ -71,3 +71,34 @@ def test_env_stepping_times_the_maze_and_writes_json(tmp_path):
     for result in results:
         assert result["env_steps_per_s"] >= result["env_steps_per_s_with_sampling"] > 0
         assert 0 < result["sample_share"] < 1
+
+
+BPTT = SCRIPT.parent / "bptt_memory.py"
+
+
+def test_bptt_memory_refuses_a_bad_length_list():
+    """Lifetime lengths that are not positive integers are a usage error (exit status 2)."""
+    done = subprocess.run(
+        [sys.executable, str(BPTT), "--lengths", "75,0"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "expected positive integers" in done.stderr
+
+
+@pytest.mark.slow
+def test_bptt_memory_measures_each_mode_in_its_own_process(tmp_path):
+    """A tiny run measures full and checkpointed BPTT at one length and keeps every number."""
+    out = tmp_path / "bptt.json"
+    command = [sys.executable, str(BPTT), "--lengths", "12", "--batch", "2", "--chunk", "5"]
+    command += ["--modes", "full,checkpointed", "--steps", "1", "--warmup", "0"]
+    command += ["--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "| T | mode | chunk | ms per outer step | peak memory MB |" in done.stdout
+    assert "| 12 | full | 5 |" in done.stdout and "| 12 | checkpointed | 5 |" in done.stdout
+    results = json.loads(out.read_text())["results"]
+    assert [(r["T"], r["mode"], r["lifetime_steps"]) for r in results] == [
+        (12, "full", 12),
+        (12, "checkpointed", 12),
+    ]
+    assert all(r["ms_per_outer_step"] > 0 and r["active_fraction"] == 1.0 for r in results)
