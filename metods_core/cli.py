@@ -1,8 +1,9 @@
 """The ``metods`` command: validate, show, list plugins, train and evaluate.
 
 Heavy modules (torch, Lightning, W&B) are imported inside the handlers that need them, so that
-``metods --help`` answers at once. Every ``MetodsError`` ends as one message on stderr and exit
-status 2, never a traceback.
+``metods --help`` answers at once. Every ``MetodsError``, and every ``OSError`` (a folder that
+is a file, read-only, full, not permitted), ends as one ``error:`` message on stderr and exit
+status 2, never a traceback; Ctrl+C during training saves the step reached and exits 130.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from metods_core.errors import MetodsError
+from metods_core.errors import MetodsError, TrainingInterrupted
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except MetodsError as exc:
+        if isinstance(exc, TrainingInterrupted):  # checkpointed; the resume command is inside
+            print(f"interrupted: {exc}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # `metods plugins | head`: the reader left, nothing is wrong
@@ -35,7 +40,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # a folder that is a file, read-only, full, not ours: the user's to fix
+        print(f"error: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for an operating-system error: the file, the reason, what to check."""
+    where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+    reason = exc.strerror or str(exc)
+    return f"{where + ': ' if where else ''}{reason} (check the path, free space and permissions)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="meta-test a trained run on held-out tasks")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", type=Path)
-    evaluate.add_argument("--episodes", type=int, help="held-out lifetimes (default: recipe's)")
+    evaluate.add_argument(
+        "--episodes", type=int, help="held-out lifetimes, at least 1 (default: recipe's)"
+    )
+    evaluate.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="the checkpoint to evaluate (default: the run's last.ckpt)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.add_argument(
         "--greedy", action="store_true", default=None, help="act greedily instead of sampling"
@@ -199,7 +222,11 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from metods_core.evaluation import evaluate_run
 
-    result = evaluate_run(args.run_dir, args.episodes, list(args.overrides), args.greedy)
+    if args.episodes is not None and args.episodes < 1:
+        raise MetodsError(f"evaluate: --episodes must be at least 1, got {args.episodes}")
+    result = evaluate_run(
+        args.run_dir, args.episodes, list(args.overrides), args.greedy, args.checkpoint
+    )
     if args.json:
         print(json.dumps(result, default=_jsonable))
     else:
