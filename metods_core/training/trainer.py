@@ -15,7 +15,7 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback
 
-from metods_core.errors import MetodsError
+from metods_core.errors import MetodsError, TrainingInterrupted
 from metods_core.recipe import Recipe
 from metods_core.training.atomic import AtomicCheckpointIO
 from metods_core.training.checkpoints import (
@@ -43,17 +43,6 @@ from metods_core.training.run_dir import (
 
 _RUN_DIR_ENV = "METODS_RUN_DIR"
 """Set by the launching process so that DDP ranks started later write to the same run."""
-
-
-class TrainingInterrupted(MetodsError):
-    """Training stopped on Ctrl+C (SIGINT) after saving the outer step it had reached."""
-
-    def __init__(self, run_dir: Path, step: int) -> None:
-        self.run_dir, self.step = run_dir, step
-        super().__init__(
-            f"interrupted at outer step {step}; its checkpoint is saved. Continue with: "
-            f"metods train --resume {run_dir}"
-        )
 
 
 def _is_allocation_error(error: BaseException) -> bool:
