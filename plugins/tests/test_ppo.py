@@ -197,7 +197,9 @@ def test_epochs_minibatches_and_target_kl() -> None:
     meta = PPOMetaOptimizer(config)
     metrics = meta.training_step(agent, outer_batch(agent, tasks, meta, 4))
     assert metrics["epochs_done"].item() == 0.5
-    assert metrics["approx_kl"].item() == 0.0  # only the first, on-policy minibatch counted
+    # Only the first, on-policy minibatch was counted (a replay of a sub-batch may differ from
+    # the rollout in the last bits, hence not exactly 0).
+    assert metrics["approx_kl"].item() < 1e-12
 
 
 def test_training_step_metrics() -> None:
