@@ -8,6 +8,7 @@ classes live at module level: the suite's tiny trainer and its DDP ranks import 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, ClassVar
 
 import pytest
@@ -22,7 +23,7 @@ from metods_core.testing import (
     FakeMetaOptimizer,
     check_meta_optimizer,
 )
-from metods_core.testing._lightning import component_name
+from metods_core.testing._lightning import component_name, run_tiny
 from metods_core.testing._meta_optimizer_training import differences
 
 
@@ -201,6 +202,20 @@ class DeclaredGradientsButNone(AllReducedES):
     uses_gradients: ClassVar[bool] = True
 
 
+class AutogradGradMetaOptimizer(FakeMetaOptimizer):
+    """Computes its gradients with ``torch.autograd.grad`` and writes them into ``.grad``."""
+
+    def training_step(self, agent: Agent, batch: OuterBatch) -> dict[str, torch.Tensor]:
+        lifetimes = batch.run_lifetimes(agent)
+        loss = reinforce_loss(lifetimes)
+        parameters = [p for p in agent.parameters() if p.requires_grad]
+        gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+        for parameter, gradient in zip(parameters, gradients, strict=True):
+            parameter.grad = gradient
+        batch.optimizer.step()
+        return metrics(loss, lifetimes)
+
+
 class NoBackwardNoChange(FakeMetaOptimizer):
     """Runs lifetimes and returns metrics, computing and changing nothing."""
 
@@ -216,6 +231,7 @@ class NoBackwardNoChange(FakeMetaOptimizer):
         pytest.param(DeclaredGradientFreeButBackward, "declares uses_gradients", id="liar"),
         pytest.param(DeclaredGradientsButNone, "never called batch.backward", id="no-backward"),
         pytest.param(NoBackwardNoChange, "and changed no meta-parameter", id="idle"),
+        pytest.param(AutogradGradMetaOptimizer, "outside OuterBatch.backward", id="autograd-grad"),
     ],
 )
 def test_backward_check_needs_backward_or_gradient_free(
@@ -229,6 +245,19 @@ def test_backward_check_needs_backward_or_gradient_free(
     else:
         with pytest.raises(AssertionError, match=message):
             check(cls)
+
+
+def test_tiny_runs_leave_global_state_alone() -> None:
+    """A tiny training run restores the caller's global RNG, thread count and seed variable."""
+    torch.manual_seed(123)
+    torch.set_num_threads(2)  # the run itself uses 1; the fixture restores the default after
+    state, threads = torch.get_rng_state(), torch.get_num_threads()
+    seed_variable = os.environ.get("PL_GLOBAL_SEED")
+    run = run_tiny(FakeMetaOptimizer, {}, 1)
+    assert run.calls == 1 and run.outer_steps == {"last.ckpt": 1}
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.get_num_threads() == threads
+    assert os.environ.get("PL_GLOBAL_SEED") == seed_variable
 
 
 def test_unknown_skipped_check_is_refused() -> None:
