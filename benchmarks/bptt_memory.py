@@ -5,8 +5,9 @@ Run:  .venv/bin/python benchmarks/bptt_memory.py [--lengths 75,300,1200,5000] [-
 Each measurement builds the Harlow recipe (``recipes/harlow/metods.yaml``, MetODS N = 20,
 S = 4) with lifetimes of exactly T steps (``task.max_steps=T``, ``task.trials`` so large that
 no lifetime ends early) and ``meta_optimizer.bptt.mode``/``chunk`` set, then times A2C's
-``training_step`` as ``harlow_throughput.py`` does (its ``measure_outer``, imported): task
-sampling, B lifetimes, backprop through them, one Adam step. Every measurement runs in its own
+``training_step`` as the training loop calls it (the same outer step as
+``harlow_throughput.py``): task sampling with the loop's seeds, B lifetimes, backprop through
+them, one Adam step, the loop's finiteness check. Every measurement runs in its own
 fresh interpreter so that peak RSS is per mode, and the modes are interleaved (for each T and
 each repeat: full, checkpointed, truncated, one after another) so that they share the
 machine's conditions; with ``--repeats`` the median time is reported.
@@ -19,15 +20,16 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harlow_throughput  # noqa: E402  # the measuring helpers, next to this file
-
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_RECIPE = REPO / "recipes" / "harlow" / "metods.yaml"
 MODES = ("full", "checkpointed", "truncated")
 HIDDEN, RECURSIONS = 20, 4
 
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds per length")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each run")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--recipe", type=Path, default=harlow_throughput.DEFAULT_RECIPE)
+    parser.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE)
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -71,6 +73,69 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--single", metavar="T,MODE", help="internal: one measurement, JSON")
     return parser
+
+
+def _max_rss_mb() -> float:
+    """Return this process's peak resident set size in MiB (``ru_maxrss`` is KiB on Linux)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def measure_outer_steps(args: argparse.Namespace) -> dict[str, Any]:
+    """Time ``args.steps`` outer steps after ``args.warmup``; return time and peak memory."""
+    import torch
+    from lightning.pytorch.utilities import move_data_to_device
+
+    from metods_core.components import create_agent, create_meta_optimizer, create_task_sampler
+    from metods_core.interfaces import OuterBatch
+    from metods_core.recipe import load_recipe
+    from metods_core.training.seeding import derive_seed
+
+    overrides = [*args.override, f"data.batch_tasks={args.batch}", f"agent.hidden={HIDDEN}"]
+    recipe = load_recipe(args.recipe, [*overrides, f"plasticity.recursion_steps={RECURSIONS}"])
+    torch.manual_seed(recipe.seed)
+    sampler = create_task_sampler(recipe)
+    agent = create_agent(recipe, sampler).to(args.device)
+    meta_optimizer = create_meta_optimizer(recipe)
+    optimizer = meta_optimizer.configure_optimizer(agent)
+    cuda = args.device == "cuda"
+
+    def run_once(index: int) -> torch.Tensor:
+        task_generator = torch.Generator().manual_seed(derive_seed(recipe.seed, "tasks", 0, index))
+        tasks = move_data_to_device(
+            sampler.sample(args.batch, "train", task_generator), args.device
+        )
+        generator = torch.Generator(device=args.device)
+        generator.manual_seed(derive_seed(recipe.seed, "actions", tasks.seed))
+        outer = OuterBatch(
+            tasks, sampler.make_env, optimizer, lambda loss: loss.backward(), generator, step=index
+        )
+        metrics = meta_optimizer.training_step(agent, outer)
+        outer.close()
+        if not bool(torch.isfinite(metrics["loss"])):  # the training loop's one host sync
+            raise RuntimeError(f"the loss became {metrics['loss'].item()} at step {index}")
+        return metrics["env_steps"]
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    baseline = torch.cuda.memory_allocated() / 2**20 if cuda else _max_rss_mb()
+    for index in range(args.warmup):
+        run_once(index)
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    active = sum(float(run_once(i)) for i in range(args.warmup, args.warmup + args.steps))
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _max_rss_mb()
+    return {
+        "lifetime_steps": sampler.lifetime_steps,
+        "ms_per_outer_step": 1000 * seconds / args.steps,
+        "active_fraction": active / (args.batch * sampler.lifetime_steps * args.steps),
+        "peak_memory_mb": peak - baseline,
+        "process_peak_mb": peak,
+    }
 
 
 def run_single(args: argparse.Namespace) -> None:
@@ -89,9 +154,8 @@ def run_single(args: argparse.Namespace) -> None:
         f"meta_optimizer.bptt.mode={mode}",
         f"meta_optimizer.bptt.chunk={chunk}",
     ]
-    setting = (args.batch, HIDDEN, RECURSIONS)
     result = {"T": length, "mode": mode, "chunk": chunk, "batch": args.batch}
-    result |= harlow_throughput.measure_outer(args, setting)
+    result |= measure_outer_steps(args)
     result["torch"] = torch.__version__
     print(json.dumps(result))
 
@@ -107,7 +171,7 @@ def run_child(args: argparse.Namespace, length: int, mode: str) -> dict[str, Any
         command.append("--compile")
     for override in args.override:
         command += ["--override", override]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=harlow_throughput.REPO)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])

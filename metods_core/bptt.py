@@ -91,7 +91,8 @@ def _truncated(
     outputs = []
     for start, stop in spans:
         replay, state = replay_steps(agent, record, state, start, stop)
-        backward(step_loss(replay, start, stop))
+        loss = step_loss(replay, start, stop)
+        backward(loss if start == 0 else loss + _touch_initial_state(agent))
         outputs.append(replay)
         state = map_state(torch.Tensor.detach, state)
     return _detached(outputs)
@@ -121,6 +122,8 @@ def _checkpointed(
         start, stop = spans[index]
         replay, end_state = replay_steps(agent, record, start_state, start, stop)
         loss = step_loss(replay, start, stop)
+        if saved is not None:
+            loss = loss + _touch_initial_state(agent)
         for gradient, value in zip(carried or [], _leaves(end_state), strict=carried is not None):
             if gradient is not None and value.requires_grad:
                 # Its gradient w.r.t. the state is the carried one: the chain rule across spans.
@@ -131,6 +134,20 @@ def _checkpointed(
             carried = [leaf.grad for leaf in _leaves(start_state)]
     outputs.reverse()
     return _detached(outputs)
+
+
+def _touch_initial_state(agent: Agent) -> torch.Tensor:
+    """Return 0 times the initial state's learned parts (e.g. MetODS's W_0), a 0-dim tensor.
+
+    Only the first chunk reaches the parameters of ``agent.init_state``; DDP without
+    ``find_unused_parameters`` requires every backward to reach every parameter, so later
+    chunks add this exact zero.
+    """
+    zero = torch.zeros(())
+    for leaf in _leaves(agent.init_state(1)):
+        if leaf.requires_grad:
+            zero = zero.to(leaf) + 0.0 * leaf.sum()
+    return zero
 
 
 def _leaf(tensor: torch.Tensor) -> torch.Tensor:
