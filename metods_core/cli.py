@@ -124,10 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         "ablate",
         help="train and evaluate a grid of recipe variants over seeds; tabulate and plot",
         usage="metods ablate RECIPE [key=value ...] --grid key=v1,v2 [--grid ...] [--seeds N] "
-        "[--jobs J] [--out DIR]\n       metods ablate ABLATION.yaml [key=value ...] [--seeds N] "
-        "[--jobs J] [--out DIR]",
+        "[--jobs J | --launcher submitit ...] [--out DIR]\n       metods ablate ABLATION.yaml "
+        "[key=value ...] [--seeds N] [--jobs J | --launcher submitit ...] [--out DIR]",
         description="Run every combination of the grid's values for each seed, J runs at a "
-        "time, then write results.csv, summary.md, ablation.png and ablation.json into OUT. "
+        "time (or as SLURM jobs with --launcher submitit), then write results.csv, "
+        "summary.md, ablation.png and ablation.json into OUT. "
         "Running the same command again skips finished runs and resumes interrupted ones.",
     )
     ablate.add_argument(
@@ -147,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument(
         "--seeds", help="a count N (seeds 0..N-1) or a list 0,3,7 (default: 1, or the file's)"
     )
-    ablate.add_argument("--jobs", type=int, default=1, help="runs at a time (default: 1)")
+    from metods_core._launcher_args import add_launcher_arguments
+
+    add_launcher_arguments(ablate)  # --launcher, --jobs, the SLURM resources of a run
     ablate.add_argument("--out", type=Path, help="output folder (default: ablations/<file stem>)")
     ablate.add_argument("--episodes", type=int, help="held-out lifetimes per evaluation")
     ablate.set_defaults(handler=_ablate)
@@ -237,6 +240,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _ablate(args: argparse.Namespace) -> int:
     import shlex
 
+    from metods_core._launcher_args import launcher_flags, launcher_overrides
     from metods_core.ablation import (
         ablation_from_grid,
         is_ablation_file,
@@ -246,24 +250,29 @@ def _ablate(args: argparse.Namespace) -> int:
 
     if not args.arguments or "=" in args.arguments[0]:
         raise MetodsError("ablate: give a RECIPE or an ABLATION file, then overrides")
-    if args.jobs < 1 or (args.episodes is not None and args.episodes < 1):
-        raise MetodsError("ablate: --jobs and --episodes must be at least 1")
+    if args.episodes is not None and args.episodes < 1:
+        raise MetodsError("ablate: --episodes must be at least 1")
+    launcher, launcher_options = launcher_overrides(args)
     path, overrides = Path(args.arguments[0]), args.arguments[1:]
     if is_ablation_file(path):
         if args.grid:
             raise MetodsError(
                 f"{path} is an ablation file, which sets the grid; --grid goes with a RECIPE"
             )
-        ablation = load_ablation(path, overrides, args.out, args.episodes, args.seeds)
+        ablation = load_ablation(
+            path, overrides, args.out, args.episodes, args.seeds, launcher, launcher_options
+        )
     else:
         seeds = args.seeds if args.seeds is not None else 1
-        ablation = ablation_from_grid(path, args.grid, seeds, overrides, args.out, args.episodes)
+        ablation = ablation_from_grid(
+            path, args.grid, seeds, overrides, args.out, args.episodes, launcher, launcher_options
+        )
     options = [f"--grid={item}" for item in args.grid]
     options += [] if args.seeds is None else [f"--seeds={args.seeds}"]
-    options += [f"--jobs={args.jobs}", f"--out={ablation.out}"]
+    options += [*launcher_flags(launcher, launcher_options), f"--out={ablation.out}"]
     options += [] if args.episodes is None else [f"--episodes={args.episodes}"]
     command = shlex.join(["metods", "ablate", *args.arguments, *options])
-    result = run_ablation(ablation, args.jobs, command)
+    result = run_ablation(ablation, None, command)
     for written in result.files:
         print(f"wrote {written}")
     for outcome in result.failed:

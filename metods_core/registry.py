@@ -29,14 +29,16 @@ GROUPS: dict[str, str] = {
     "readout": "metods.readout",
     "task": "metods.tasks",
     "meta_optimizer": "metods.meta_optimizers",
+    "launcher": "metods.launchers",
 }
-"""Recipe section kind -> entry-point group."""
+"""Recipe (or ablation-file) section kind -> entry-point group."""
 
 _INTERFACES: dict[str, tuple[str, str]] = {
     "plasticity": ("metods_core.interfaces.plasticity", "PlasticityRule"),
     "readout": ("metods_core.interfaces.readout", "Readout"),
     "task": ("metods_core.interfaces.tasks", "TaskSampler"),
     "meta_optimizer": ("metods_core.interfaces.meta_optimizer", "MetaOptimizer"),
+    "launcher": ("metods_core.ablation.launcher", "Launcher"),  # runs an ablation's runs
 }
 
 

@@ -28,12 +28,13 @@ BROKEN_SOURCE = 'raise ImportError("broken_mod needs a library that is not insta
 
 
 def test_groups_name_the_four_extension_points():
-    """Each recipe section kind maps to its entry-point group."""
+    """Each recipe section kind maps to its entry-point group, and so do ablation launchers."""
     assert GROUPS == {
         "plasticity": "metods.plasticity",
         "readout": "metods.readout",
         "task": "metods.tasks",
         "meta_optimizer": "metods.meta_optimizers",
+        "launcher": "metods.launchers",
     }
 
 

@@ -1,12 +1,16 @@
 """The child processes of one run: ``metods train`` (or ``--resume``) then ``metods evaluate``.
 
 Each process runs ``python -m metods_core.cli`` with its output appended to
-``OUT/runs/<run>.log``, the thread variables set for its share of the cores, and the
-ablation's lock descriptor, so that the lock stays held while any run's process lives.
+``OUT/runs/<run>.log`` and the thread variables set for its share of the cores. ``RunJob``
+drives them without blocking (the local launcher keeps several going); ``run_stages`` runs
+them one after the other and blocks, for launchers that execute a run elsewhere (a SLURM job).
+Both end in ``stages_outcome``, so every launcher reports a run the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 import shlex
 import shutil
@@ -14,18 +18,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from metods_core.ablation.plan import PlannedRun
-from metods_core.ablation.state import Decision, RunOutcome, finished_outcome, record_outcome
 from metods_core.errors import MetodsError
-from metods_core.training.checkpoints import list_checkpoints
+
+if TYPE_CHECKING:  # imported where used: a SLURM job runs its stages without torch
+    from metods_core.ablation.plan import PlannedRun
+    from metods_core.ablation.state import Decision, RunOutcome
 
 _TAIL_LINES = 15
 """Lines of a failed run's log kept in its status and in summary.md."""
 _PROGRESS = re.compile(r"^[^\n]*(?:\d+%\||\d+/\?? *\[)[^\n]*?(?:it/s|s/it|\?it/s)[^\]\n]*\]", re.M)
 """A progress bar's text (``Epoch 0:  67%|###   | 2/3 [00:01<00:00,  1.61it/s, v_num=0]``), which
 an error message may follow on the same line."""
+
+
+DONE_ACTIONS = {"train": "trained", "restart": "restarted", "resume": "resumed",
+                "evaluate": "evaluated"}  # fmt: skip
+"""A decision's action -> what a run's outcome says was done."""
 
 
 class RunJob:
@@ -35,7 +45,7 @@ class RunJob:
         self, run: PlannedRun, decision: Decision, env: dict[str, str], lock_fd: int | None
     ) -> None:
         self.run, self.decision, self.env, self.lock_fd = run, decision, env, lock_fd
-        self.log_path = run.run_dir.parent / f"{run.name}.log"
+        self.log_path = log_path_of(run)
         self.stages = _stages(run, decision)
         self.process: subprocess.Popen[bytes] | None = None
         self.log: IO[bytes] | None = None
@@ -50,12 +60,7 @@ class RunJob:
 
     def start(self) -> None:
         """Start the first process (after deleting a partial run that saved no checkpoint)."""
-        run_dir = self.run.run_dir
-        if self.decision.action == "restart" and run_dir.exists():
-            if list_checkpoints(run_dir):  # checked again: never delete a checkpoint
-                raise MetodsError(f"{run_dir} gained a checkpoint; is another ablation running?")
-            shutil.rmtree(run_dir)
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        prepare_run_dir(self.run, self.decision)
         self.log = self.log_path.open("ab")
         self.start_offset = self.log.tell()
         self._next_stage()
@@ -104,16 +109,95 @@ class RunJob:
     def outcome(self) -> RunOutcome:
         """Record and return how the run ended (call once ``poll`` returned True)."""
         self.stop()
-        action = {"train": "trained", "restart": "restarted", "resume": "resumed",
-                  "evaluate": "evaluated"}[self.decision.action]  # fmt: skip
-        if self.returncode == 0:
-            return finished_outcome(self.run, action, self.seconds)
-        tail = _log_tail(self.log_path, self.start_offset)
-        errors = [line[line.index("error:") :] for line in tail if "error:" in line]
-        reason = (errors or tail or ["(no output)"])[-1]
-        error = f"{self.stage} exited with status {self.returncode}: {reason}"
-        outcome = RunOutcome(self.run, "failed", action, self.seconds, error, tail)
-        return record_outcome(outcome, add_time=True)
+        result = StagesResult(self.returncode, self.stage, self.seconds, self.start_offset)
+        return stages_outcome(self.run, self.decision, result, self.log_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class StagesResult:
+    """How a run's processes ended: the last stage's exit status, and where its log starts."""
+
+    returncode: int
+    stage: str
+    """The stage that ended last: train or evaluate."""
+    seconds: float
+    """Wall time of the stages, summed."""
+    start_offset: int
+    """Size of the log before this invocation appended to it."""
+
+
+def prepare_run_dir(run: PlannedRun, decision: Decision) -> None:
+    """Delete a partial run that saved no checkpoint (``restart``); create ``OUT/runs``."""
+    from metods_core.training.checkpoints import list_checkpoints
+
+    run_dir = run.run_dir
+    if decision.action == "restart" and run_dir.exists():
+        if list_checkpoints(run_dir):  # checked again: never delete a checkpoint
+            raise MetodsError(f"{run_dir} gained a checkpoint; is another ablation running?")
+        shutil.rmtree(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+
+
+def log_path_of(run: PlannedRun) -> Path:
+    """Return the log file of ``run``'s processes: ``OUT/runs/<run>.log``."""
+    return run.run_dir.parent / f"{run.name}.log"
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Return the environment variables that give a run's processes ``threads`` threads."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "PYTHONUNBUFFERED": "1"}  # fmt: skip
+
+
+def stage_commands(run: PlannedRun, decision: Decision) -> list[tuple[str, list[str]]]:
+    """Return the (stage, command) pairs ``decision`` calls for: train or resume, then evaluate."""
+    return _stages(run, decision)
+
+
+def run_stages(
+    stages: list[tuple[str, list[str]]], log_path: Path, env: dict[str, str]
+) -> StagesResult:
+    """Run ``stages`` one after the other, appending to ``log_path``; stop at the first failure.
+
+    ``env`` is added to this process's environment. Blocks until the last stage ends.
+    """
+    full_env = dict(os.environ, **env)
+    seconds, returncode, last = 0.0, 0, ""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        start_offset = log.tell()
+        for stage, command in stages:
+            last = stage
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"\n=== {stamp} {shlex.join(command)}\n".encode())
+            log.flush()
+            started = time.monotonic()
+            done = subprocess.run(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=full_env, check=False,
+            )  # fmt: skip
+            seconds += time.monotonic() - started
+            returncode = done.returncode
+            if returncode != 0:
+                break
+    return StagesResult(returncode, last, seconds, start_offset)
+
+
+def stages_outcome(
+    run: PlannedRun, decision: Decision, result: StagesResult, log_path: Path
+) -> RunOutcome:
+    """Record and return how the run ended, from its processes' exit and its log."""
+    from metods_core.ablation.state import RunOutcome, finished_outcome, record_outcome
+
+    action = DONE_ACTIONS[decision.action]
+    if result.returncode == 0:
+        return finished_outcome(run, action, result.seconds)
+    tail = _log_tail(log_path, result.start_offset)
+    errors = [line[line.index("error:") :] for line in tail if "error:" in line]
+    reason = (errors or tail or ["(no output)"])[-1]
+    error = f"{result.stage} exited with status {result.returncode}: {reason}"
+    outcome = RunOutcome(run, "failed", action, result.seconds, error, tail)
+    return record_outcome(outcome, add_time=True)
 
 
 def _stages(run: PlannedRun, decision: Decision) -> list[tuple[str, list[str]]]:

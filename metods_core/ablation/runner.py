@@ -1,22 +1,23 @@
-"""Run an ablation's runs, J at a time, each in its own processes; resume what was interrupted.
+"""Run an ablation's runs through its launcher; resume what was interrupted.
 
 Each run is an ordinary run directory, trained with ``python -m metods_core.cli train`` and then
 evaluated with ``python -m metods_core.cli evaluate``, with its output in ``OUT/runs/<run>.log``.
-What a run needs is decided from its directory alone (``state.inspect_run``), so running the
-same command again after a crash or a kill finishes the ablation without redoing finished runs.
+What a run needs is decided here, from its directory alone (``state.inspect_run``), so running
+the same command again after a crash or a kill finishes the ablation without redoing finished
+runs, whichever launcher executes them (``launcher.Launcher``: local processes by default).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from metods_core.ablation.jobs import RunJob
+from metods_core.ablation.launcher import LaunchContext, Launcher, PendingRun
+from metods_core.ablation.launcher_options import as_section, create_launcher
+from metods_core.ablation.local_launcher import threads_per_job
 from metods_core.ablation.lock import hold_lock
 from metods_core.ablation.plan import PlannedRun, plan_runs
 from metods_core.ablation.report import main_metric_key, write_plot, write_tables
@@ -28,6 +29,9 @@ from metods_core.ablation.state import (
     inspect_run,
     record_outcome,
 )
+from metods_core.registry import PluginError
+
+__all__ = ["AblationResult", "run_ablation", "threads_per_job"]
 
 
 @dataclasses.dataclass
@@ -44,26 +48,29 @@ class AblationResult:
         return [outcome for outcome in self.outcomes if outcome.status != "done"]
 
 
-def threads_per_job(jobs: int) -> int:
-    """Return torch threads per run so that ``jobs`` parallel runs do not oversubscribe the CPU."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // jobs)
-
-
 def run_ablation(
     ablation: Ablation,
-    jobs: int = 1,
+    jobs: int | None = None,
     command: str = "",
     echo: Callable[[str], None] = print,
 ) -> AblationResult:
-    """Validate and plan every run, then train and evaluate what is not done, ``jobs`` at a time.
+    """Validate and plan every run, then train and evaluate what is not done, through the
+    ablation's launcher (``jobs``, if given, sets the local launcher's runs at a time).
 
     Raises:
-        AblationError: a run's recipe is invalid, or ``OUT`` holds runs of another plan; nothing
-            was started.
+        AblationError: a run's recipe or the launcher's options are invalid, or ``OUT`` holds
+            runs of another plan; nothing was started.
     """
     started = time.monotonic()
-    threads = threads_per_job(jobs)
+    section = dict(ablation.launcher)
+    if jobs is not None:
+        section["jobs"] = jobs
+    try:
+        launcher: Launcher = create_launcher(section)
+    except PluginError as exc:
+        where = f"ablation {ablation.source or ablation.out}"
+        raise AblationError(str(exc).splitlines(), where) from None
+    threads = launcher.threads_per_run()
     runs = plan_runs(ablation, threads)
     out = ablation.out
     out.mkdir(parents=True, exist_ok=True)
@@ -72,17 +79,11 @@ def run_ablation(
         conflicts = [d.problem for d in decisions.values() if d.action == "conflict" and d.problem]
         if conflicts:
             raise AblationError(conflicts, f"ablation output {out}")
-        plan = {"jobs": jobs, "threads_per_run": threads, "command": command}
+        plan = {"launcher": as_section(launcher, section.get("name", "local")),
+                "threads_per_run": threads, "command": command}  # fmt: skip
         _write_plan(out / "ablation.json", ablation, runs, decisions, plan)
-        cores = threads_per_job(1)
-        if jobs > cores:
-            echo(
-                f"note: {jobs} jobs on {cores} cores oversubscribe the CPU; consider --jobs {cores}"
-            )
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        env["PYTHONUNBUFFERED"] = "1"
         outcomes: dict[str, RunOutcome] = {}
-        pending: deque[RunJob] = deque()
+        pending: list[PendingRun] = []
         for run in runs:
             decision = decisions[run.name]
             if decision.action == "skip":
@@ -92,10 +93,10 @@ def run_ablation(
                     RunOutcome(run, "failed", "none", error=decision.problem)
                 )
             else:
-                pending.append(RunJob(run, decision, env, lock_fd))
+                pending.append(PendingRun(run, decision))
         echo(
-            f"ablation {ablation.name}: {len(runs)} runs, {len(pending)} to do, {jobs} at a time "
-            f"({threads} thread{'s' if threads > 1 else ''} each); output in {out}"
+            f"ablation {ablation.name}: {len(runs)} runs, {len(pending)} to do, "
+            f"{launcher.describe()}; output in {out}"
         )
 
         def report() -> list[Path]:
@@ -107,35 +108,13 @@ def run_ablation(
             echo(f"  {outcome.run.name}: {_summary_line(outcome)}")
             report()
 
-        _schedule(pending, jobs, on_done, echo)
+        launcher.launch(pending, LaunchContext(out, lock_fd, on_done, echo))
+        missing = [run.name for run in runs if run.name not in outcomes]
+        if missing:
+            raise AblationError([f"the launcher reported no outcome for {', '.join(missing)}"],
+                                f"ablation {ablation.name}")  # fmt: skip
         files = [*report(), write_plot(out, [outcomes[run.name] for run in runs])]
     return AblationResult([outcomes[run.name] for run in runs], time.monotonic() - started, files)
-
-
-def _schedule(
-    pending: deque[RunJob],
-    jobs: int,
-    on_done: Callable[[RunOutcome], None],
-    echo: Callable[[str], None],
-) -> None:
-    """Keep ``jobs`` runs going until none is left; stop the running ones on any exception."""
-    active: list[RunJob] = []
-    total, done_count = len(pending), 0
-    try:
-        while pending or active:
-            while pending and len(active) < jobs:
-                job = pending.popleft()
-                echo(f"[{done_count + len(active) + 1}/{total}] {job.describe()}")
-                job.start()
-                active.append(job)
-            time.sleep(0.2)
-            for job in [job for job in active if job.poll()]:
-                active.remove(job)
-                done_count += 1
-                on_done(job.outcome())
-    finally:  # Ctrl-C or an error here: leave no run training unsupervised
-        for job in active:
-            job.stop()
 
 
 def _write_plan(

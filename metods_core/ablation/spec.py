@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from metods_core.ablation.launcher_options import launcher_problems, merge_launcher_section
 from metods_core.errors import MetodsError
 from metods_core.recipe import pydantic_problems
 
@@ -62,6 +63,9 @@ class AblationFile(BaseModel):
     """Held-out lifetimes per evaluation; None: each recipe's evaluation.episodes."""
     out: str | None = None
     """Output folder, relative to the current directory; None: ablations/<file stem>."""
+    launcher: dict[str, Any] | None = None
+    """How runs are executed: `{name: local, jobs: 2}` (default local, 1 at a time) or
+    `{name: submitit, partition: gpu, ...}`; the options are the launcher's own."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +88,8 @@ class Ablation:
     """The ablation file, or None for a command-line grid."""
     root: Path = Path(".")
     """Folder that recipe-axis paths are relative to."""
+    launcher: dict[str, Any] = dataclasses.field(default_factory=lambda: {"name": "local"})
+    """The launcher section: its ``name`` and options (validated when the ablation is built)."""
 
     @property
     def name(self) -> str:
@@ -106,9 +112,12 @@ def load_ablation(
     out: Path | None = None,
     episodes: int | None = None,
     seeds: str | None = None,
+    launcher: str | None = None,
+    launcher_options: Mapping[str, Any] | None = None,
 ) -> Ablation:
-    """Read an ablation file; ``overrides``, ``out``, ``episodes`` and ``seeds`` (a count or a
-    comma-separated list, as ``--seeds`` takes) add to or replace its own."""
+    """Read an ablation file; ``overrides``, ``out``, ``episodes``, ``seeds`` (a count or a
+    comma-separated list, as ``--seeds`` takes), ``launcher`` (a name) and ``launcher_options``
+    add to or replace its own."""
     path = Path(path)
     data = yaml.safe_load(path.read_text())
     try:
@@ -125,6 +134,8 @@ def load_ablation(
             seed_list = _parse_seeds(seeds)
         except ValueError:
             problems.append(f"--seeds {seeds!r}: expected a count N or a list like 0,3,7")
+    section = merge_launcher_section(spec.launcher, launcher, launcher_options or {})
+    problems += launcher_problems(section)
     if problems:
         raise AblationError(problems, f"ablation {path}")
     return Ablation(
@@ -136,6 +147,7 @@ def load_ablation(
         episodes=episodes or spec.episodes,
         source=str(path),
         root=path.parent,
+        launcher=section,
     )
 
 
@@ -146,8 +158,11 @@ def ablation_from_grid(
     overrides: Sequence[str] = (),
     out: Path | None = None,
     episodes: int | None = None,
+    launcher: str | None = None,
+    launcher_options: Mapping[str, Any] | None = None,
 ) -> Ablation:
-    """Build an ablation from a recipe and ``key=v1,v2`` grid arguments (``recipe`` paths: cwd)."""
+    """Build an ablation from a recipe and ``key=v1,v2`` grid arguments (``recipe`` paths: cwd),
+    run by ``launcher`` (default: local) with ``launcher_options``."""
     axes: dict[str, list[Any]] = {}
     problems = []
     for item in grid:
@@ -162,6 +177,8 @@ def ablation_from_grid(
     except ValueError:
         problems.append(f"--seeds {seeds!r}: expected a count N or a list like 0,3,7")
         seed_list = []
+    section = merge_launcher_section(None, launcher, launcher_options or {})
+    problems += launcher_problems(section)
     if problems:
         raise AblationError(problems, "the command line")
     recipe = Path(recipe)
@@ -172,6 +189,7 @@ def ablation_from_grid(
         out=out or Path("ablations") / recipe.stem,
         overrides=list(overrides),
         episodes=episodes,
+        launcher=section,
     )
 
 
