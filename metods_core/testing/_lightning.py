@@ -1,4 +1,4 @@
-"""Tiny real training runs for the meta-optimizer suite: one process, or 2-process CPU DDP.
+"""Tiny real training runs for the meta-optimizer suite (2-process DDP runs: ``_ddp_worker``).
 
 Each run builds a ``Recipe`` of the fakes (``metods_core.testing.fakes``) named through the
 ``module:Class`` escape hatch, trains it with ``metods_core.training`` in a temporary run folder
@@ -16,9 +16,6 @@ import json
 import logging
 import os
 import random
-import signal
-import subprocess
-import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -156,13 +153,14 @@ def isolated() -> Iterator[None]:
 
 def _collect(run_dir: Path, counter: CountOuterSteps) -> TinyRun:
     from metods_core.training.checkpoints import checkpoint_outer_step, read_checkpoint
+    from metods_core.training.run_dir import CHECKPOINT_DIR, LAST_CHECKPOINT
 
-    folder = run_dir / "checkpoints"
+    folder = run_dir / CHECKPOINT_DIR
     outer_steps = {
         path.name: checkpoint_outer_step(read_checkpoint(path))
         for path in sorted(folder.glob("*.ckpt"))
     }
-    final = read_checkpoint(folder / "last.ckpt")
+    final = read_checkpoint(folder / LAST_CHECKPOINT)
     return TinyRun(counter.initial, final, outer_steps, counter.calls)
 
 
@@ -198,61 +196,3 @@ def stopped_and_resumed_run(cls: type[MetaOptimizer], config: dict[str, Any]) ->
         train_recipe(tiny_recipe(cls, config, RESUME_AT), run_dir)
         resume_run(run_dir, [f"trainer.max_steps={MAX_STEPS}"], callbacks=[counter])
         return _collect(run_dir, counter)
-
-
-DDP_TIMEOUT_S = 300
-"""Longest a 2-process DDP run may take before it is killed (start-up is about 5 s)."""
-
-
-def _import_root(cls: type) -> str | None:
-    """Return the folder to put on ``sys.path`` so that ``cls``'s module imports by name."""
-    module = sys.modules.get(cls.__module__)
-    file = getattr(module, "__file__", None)
-    if file is None:
-        return None
-    path = Path(file).resolve()
-    depth = cls.__module__.count(".") + (1 if path.name == "__init__.py" else 0)
-    return str(path.parents[depth])
-
-
-def run_ddp(cls: type[MetaOptimizer], config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Train ``cls`` for ``MAX_STEPS`` outer steps on 2 CPU processes; return each rank's record.
-
-    The worker (``python -m metods_core.testing._ddp_worker``) imports ``cls`` by its module
-    name, with that module's folder put on ``PYTHONPATH``; one torch thread per rank.
-    """
-    data = tiny_recipe_data(cls, config, MAX_STEPS, devices=2)
-    tiny_recipe(cls, config, MAX_STEPS, devices=2)  # fail here, readably, on a bad config
-    root = _import_root(cls)
-    with tempfile.TemporaryDirectory(prefix="metods-conformance-ddp-") as folder:
-        out = Path(folder)
-        (out / "recipe.json").write_text(json.dumps(data))
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-        env.pop("METODS_RUN_DIR", None)
-        if root is not None:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        command = [sys.executable, "-m", "metods_core.testing._ddp_worker", "recipe.json", "."]
-        process = subprocess.Popen(
-            command,
-            cwd=out,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # its own process group: a timeout ends rank 1 too
-        )
-        try:
-            output, _ = process.communicate(timeout=DDP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            output, _ = process.communicate()
-            raise AssertionError(
-                f"2-process DDP training did not end within {DDP_TIMEOUT_S} s; its output "
-                f"ended with:\n{output[-3000:]}"
-            ) from None
-        records = [out / f"rank{rank}.pt" for rank in range(2)]
-        assert process.returncode == 0 and all(path.is_file() for path in records), (
-            f"2-process DDP training failed (exit code {process.returncode}); its output "
-            f"ended with:\n{output[-3000:]}"
-        )
-        return [torch.load(path, weights_only=True) for path in records]

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 
 from metods_core.interfaces import MetaOptimizer
+from metods_core.testing._ddp_worker import run_ddp
 from metods_core.testing._lightning import (
     MAX_STEPS,
     RESUME_AT,
-    run_ddp,
     stopped_and_resumed_run,
     uninterrupted_run,
 )
