@@ -249,3 +249,14 @@ def test_recipe_trains_through_lightning(tmp_path: Path) -> None:
     assert len(epochs) == 3
     expected = float(recipe.meta_optimizer.config.epochs)  # type: ignore[attr-defined]
     assert all(float(value) == expected for value in epochs)
+
+
+def test_loss_weights_value_and_entropy_terms() -> None:
+    """loss = policy_loss + value_coef * value_loss - entropy_coef * entropy."""
+    replay = Replay(torch.zeros(1, 1), torch.full((1, 1), 2.0), torch.full((1, 1), 0.7))
+    minibatch = one_step_minibatch(1.5, value_coef=0.25, entropy_coef=0.1)
+    terms = minibatch.step_terms(replay, 0, 1)
+    assert terms["policy_loss"].item() == pytest.approx(-1.5)
+    assert terms["value_loss"].item() == pytest.approx(2.0)
+    assert terms["entropy"].item() == pytest.approx(0.7)
+    assert terms["loss"].item() == pytest.approx(-1.5 + 0.25 * 2.0 - 0.1 * 0.7)
