@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from metods_plugins.meta_optimizers.a2c import A2CMetaOptimizer
+from metods_plugins.meta_optimizers.ppo import PPOMetaOptimizer
 from metods_plugins.plasticity.metods import MetODSRule
 from metods_plugins.plasticity.recurrent import LSTMRule
 from metods_plugins.readout.categorical import CategoricalReadout
@@ -199,3 +200,36 @@ def test_recipe_sets_bptt_as_a_nested_section_and_shows_it() -> None:
     assert "bptt:" in recipe_to_yaml(recipe) and "mode: checkpointed" in recipe_to_yaml(recipe)
     with pytest.raises(RecipeError, match=r"meta_optimizer\.bptt\.chunk"):
         load_recipe(recipe_path, ["meta_optimizer.bptt.chunk=0"])
+
+
+def test_ppo_minibatch_checkpointed_gradients_equal_full_bptt() -> None:
+    """A PPO minibatch backpropagated in checkpointed chunks gets the gradients and terms of
+    its whole-lifetime replay (float64, 1e-10), and a checkpointed outer step runs."""
+    agent, tasks = harlow_agent("metods")
+    config = PPOMetaOptimizer.Config(bptt={"mode": "checkpointed", "chunk": CHUNK})
+    ppo = PPOMetaOptimizer(config)
+    batch = OuterBatch(
+        tasks=tasks.sample(4, "train", torch.Generator().manual_seed(0)),
+        build_env=tasks.make_env,
+        optimizer=torch.optim.SGD(agent.parameters(), lr=0.0),
+        backward=lambda loss: loss.backward(),
+        generator=torch.Generator().manual_seed(1),
+    )
+    with torch.no_grad():
+        lifetimes = batch.run_lifetimes(agent, record=True)
+    advantages, returns = ppo.advantages(lifetimes)
+    index = torch.tensor([2, 0, 3])
+    targets = ppo.minibatch(lifetimes, advantages, returns, index)
+    agent.zero_grad(set_to_none=True)
+    full_terms = ppo.minibatch_terms(agent, lifetimes, targets, index)
+    full_terms["loss"].backward()
+    full = {n: p.grad.clone() for n, p in agent.named_parameters()}
+    terms = ppo.minibatch_backward(agent, batch, lifetimes, targets, index)
+    for name, parameter in agent.named_parameters():
+        assert parameter.grad is not None and full[name].abs().max() > 0, name
+        torch.testing.assert_close(parameter.grad, full[name], rtol=0, atol=1e-10, msg=name)
+    for name in ("loss", "policy_loss", "value_loss", "entropy"):
+        torch.testing.assert_close(terms[name], full_terms[name].detach(), rtol=0, atol=1e-12)
+    metrics = ppo.training_step(agent, batch)
+    batch.close()
+    assert torch.isfinite(metrics["loss"]) and metrics["epochs_done"] == config.epochs

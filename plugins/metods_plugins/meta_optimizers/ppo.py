@@ -16,6 +16,7 @@ import torch
 from pydantic import Field
 
 from metods_core.agent import Agent
+from metods_core.bptt import BPTTConfig, backward_through_lifetimes
 from metods_core.interfaces import ComponentConfig, MetaOptimizer, OuterBatch
 from metods_core.rollout import Lifetimes, Replay, replay_lifetimes
 from metods_plugins.meta_optimizers.advantages import generalized_advantages
@@ -136,6 +137,11 @@ class PPOMetaOptimizer(MetaOptimizer):
         reward_scale: float = Field(1.0, gt=0)
         """Multiply the rewards by this in the loss only (the agent's reward input and the
         logged rewards are unscaled), as A2C's option of that name."""
+        bptt: BPTTConfig = Field(default_factory=lambda: BPTTConfig.model_validate({}))
+        """Backprop through each minibatch's replayed lifetimes: ``full`` (one graph),
+        ``checkpointed`` (same gradients, memory bounded by chunks of ``chunk`` steps) or
+        ``truncated``. With ``target_kl``, a chunked minibatch is backpropagated before its KL
+        is known; its gradients are discarded if the epochs stop there."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -191,11 +197,36 @@ class PPOMetaOptimizer(MetaOptimizer):
         replay = replay_lifetimes(agent, lifetimes.record.select(index))
         return targets.step_terms(replay, 0, replay.log_probs.shape[0])
 
-    def update(self, batch: OuterBatch, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Back-propagate ``terms["loss"]``, clip the gradients, take one Adam step; return the
-        gradients' norm before clipping."""
+    def minibatch_backward(
+        self,
+        agent: Agent,
+        batch: OuterBatch,
+        lifetimes: Lifetimes,
+        targets: PPOMinibatch,
+        index: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Replay the lifetimes ``index`` and backpropagate them chunk by chunk
+        (``config.bptt``) into zeroed gradients; return the detached terms of the whole span."""
+        assert lifetimes.record is not None
+        sums = {name: torch.zeros((), device=index.device) for name in TERMS}
+
+        def step_loss(replay: Replay, start: int, stop: int) -> torch.Tensor:
+            terms = targets.step_terms(replay, start, stop)
+            for name in TERMS:
+                sums[name] = sums[name] + terms[name].detach()
+            return terms["loss"]
+
         batch.optimizer.zero_grad(set_to_none=True)
-        batch.backward(terms["loss"])
+        record = lifetimes.record.select(index)
+        backward_through_lifetimes(agent, record, step_loss, batch.backward, self.config.bptt)
+        return sums
+
+    def update(self, batch: OuterBatch, terms: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        """Back-propagate ``terms["loss"]`` (``None``: the gradients are already there), clip
+        the gradients, take one Adam step; return the gradients' norm before clipping."""
+        if terms is not None:
+            batch.optimizer.zero_grad(set_to_none=True)
+            batch.backward(terms["loss"])
         parameters = [p for group in batch.optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
         batch.optimizer.step()
@@ -213,18 +244,22 @@ class PPOMetaOptimizer(MetaOptimizer):
         sums = {name: torch.zeros((), device=device) for name in (*TERMS, "grad_norm")}
         updates = 0
         stopped = False
+        chunked = cfg.bptt.mode != "full"
         for _ in range(cfg.epochs):
             order = torch.randperm(tasks, generator=batch.generator, device=batch.generator.device)
             for index in order.tensor_split(minibatches):
                 index = index.to(device)
                 targets = self.minibatch(lifetimes, advantages, returns, index)
-                terms = self.minibatch_terms(agent, lifetimes, targets, index)
+                if chunked:
+                    terms = self.minibatch_backward(agent, batch, lifetimes, targets, index)
+                else:
+                    terms = self.minibatch_terms(agent, lifetimes, targets, index)
                 if cfg.target_kl is not None:
                     kl = batch.all_reduce(terms["approx_kl"].detach(), op="mean")
                     if bool(kl > cfg.target_kl):  # one host sync per minibatch
                         stopped = True
                         break
-                sums["grad_norm"] += self.update(batch, terms)
+                sums["grad_norm"] += self.update(batch, None if chunked else terms)
                 for name in TERMS:
                     sums[name] += terms[name].detach()
                 updates += 1
