@@ -357,3 +357,18 @@ def test_case(
         assert not (d / name).exists(), f"{name} exists"
     assert not list(d.rglob("*.tmp")), "a temporary file was left behind"
     assert "hunter2" not in "".join(p.read_text(errors="ignore") for p in d.rglob("*.yaml"))
+
+
+def test_ablation_planning_never_runs_a_checkpoint(case_dir: Path) -> None:
+    """`metods ablate` reads each run's checkpoints while planning; a malicious one is reported
+    as unreadable and its payload does not run."""
+    from metods_core.ablation.state import _latest_readable_checkpoint
+
+    _malicious_last(case_dir)
+    step, path, error = _latest_readable_checkpoint(case_dir / "run")
+    assert (step, path) == (2, case_dir / "run/checkpoints/step=000002.ckpt")
+    for name in ("step=000002.ckpt", "step=000001.ckpt"):
+        write_malicious(case_dir / "run/checkpoints" / name, case_dir / "marker")
+    step, path, error = _latest_readable_checkpoint(case_dir / "run")
+    assert (step, path) == (0, None) and "refused without running anything" in error
+    assert not (case_dir / "marker").exists()

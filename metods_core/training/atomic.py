@@ -65,8 +65,9 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     except OSError as error:
         temporary.unlink(missing_ok=True)
         raise WriteError(
-            f"cannot write {path}: {error.strerror or error}; {path.name} was left as it was "
-            "(free disk space or fix the folder's permissions, then resume)"
+            f"cannot write {path}: {error.strerror or error}; no partial file was left and the "
+            "files written before are unchanged (free disk space or fix the folder's "
+            "permissions, then resume)"
         ) from None
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -120,7 +120,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         checkpoint = load_checkpoint_safely(path)
     except pickle.UnpicklingError as error:  # weights_only=True refused an object
-        reason = str(error).split("\n\n")[-1].splitlines()[0][:200]
+        parts = [part.strip() for part in str(error).split("\n\n") if part.strip()]
+        found = [part for part in parts if "GLOBAL" in part or "Unsupported" in part]
+        reason = (found or parts[-1:] or ["an unsupported object"])[0].splitlines()[0][:200]
         raise CheckpointError(
             f"checkpoint {path} holds objects other than tensors, numbers, strings and "
             f"containers, and was refused without running anything ({reason}). metods "
