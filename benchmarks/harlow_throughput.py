@@ -98,7 +98,7 @@ def _max_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def _build(args: argparse.Namespace, setting: tuple[int, int, int]) -> tuple[Any, Any, Any]:
+def build_setting(args: argparse.Namespace, setting: tuple[int, int, int]) -> tuple[Any, Any, Any]:
     """Load the recipe with the setting's overrides; return (recipe, sampler, agent)."""
     import torch
 
@@ -119,7 +119,7 @@ def _build(args: argparse.Namespace, setting: tuple[int, int, int]) -> tuple[Any
     return recipe, sampler, agent
 
 
-def _timed(args: argparse.Namespace, run_once: Any) -> tuple[float, float, float]:
+def time_calls(args: argparse.Namespace, run_once: Any) -> tuple[float, float, float]:
     """Warm up, then time ``args.steps`` calls; return (seconds, baseline MiB, peak MiB)."""
     import torch
 
@@ -142,8 +142,14 @@ def _timed(args: argparse.Namespace, run_once: Any) -> tuple[float, float, float
     return seconds, baseline, peak
 
 
-def measure_outer(args: argparse.Namespace, setting: tuple[int, int, int]) -> dict[str, Any]:
-    """Time the meta-optimizer's outer steps, built and seeded as the training loop does."""
+def outer_step_runner(recipe: Any, sampler: Any, agent: Any, device: str) -> tuple[Any, list[Any]]:
+    """Return ``run_once(index)``, one outer step as the training loop does it, and the list
+    that collects each step's ``env_steps`` metric.
+
+    The one place the benchmarks call the meta-optimizer (``gpu_throughput.py`` uses it too):
+    task sampling with the training loop's counter-based seeds, the move to the device, the
+    environment, the meta-optimizer's ``training_step`` and the loop's finiteness check.
+    """
     import torch
     from lightning.pytorch.utilities import move_data_to_device
 
@@ -151,17 +157,16 @@ def measure_outer(args: argparse.Namespace, setting: tuple[int, int, int]) -> di
     from metods_core.interfaces import OuterBatch
     from metods_core.training.seeding import derive_seed
 
-    recipe, sampler, agent = _build(args, setting)
     meta_optimizer = create_meta_optimizer(recipe)
     optimizer = meta_optimizer.configure_optimizer(agent)
     batch = recipe.data.batch_tasks
-    active: list[torch.Tensor] = []
+    env_steps: list[torch.Tensor] = []
 
     def run_once(index: int) -> None:
         task_generator = torch.Generator().manual_seed(derive_seed(recipe.seed, "tasks", 0, index))
         tasks = sampler.sample(batch, "train", task_generator)
-        tasks = move_data_to_device(tasks, args.device)  # as Lightning moves each batch
-        generator = torch.Generator(device=args.device)
+        tasks = move_data_to_device(tasks, device)  # as Lightning moves each batch
+        generator = torch.Generator(device=device)
         generator.manual_seed(derive_seed(recipe.seed, "actions", tasks.seed))
         outer = OuterBatch(
             tasks, sampler.make_env, optimizer, lambda loss: loss.backward(), generator, step=index
@@ -172,10 +177,20 @@ def measure_outer(args: argparse.Namespace, setting: tuple[int, int, int]) -> di
         # The training loop's one host sync per outer step: its check for a diverged loss.
         if loss is not None and not bool(torch.isfinite(loss)):
             raise RuntimeError(f"the loss became {loss.item()} at step {index}")
-        if index >= args.warmup:
-            active.append(metrics["env_steps"])
+        env_steps.append(metrics["env_steps"])
 
-    seconds, baseline, peak = _timed(args, run_once)
+    return run_once, env_steps
+
+
+def measure_outer(args: argparse.Namespace, setting: tuple[int, int, int]) -> dict[str, Any]:
+    """Time the meta-optimizer's outer steps, built and seeded as the training loop does."""
+    import torch
+
+    recipe, sampler, agent = build_setting(args, setting)
+    run_once, collected = outer_step_runner(recipe, sampler, agent, args.device)
+    batch = recipe.data.batch_tasks
+    seconds, baseline, peak = time_calls(args, run_once)
+    active = collected[args.warmup :]  # the timed steps' env_steps
     env_steps = batch * sampler.lifetime_steps * args.steps
     active_steps = float(torch.stack(active).sum()) if active else 0.0
     return {
@@ -195,7 +210,7 @@ def measure_rule(args: argparse.Namespace, setting: tuple[int, int, int]) -> dic
     """Time the plasticity rule's ``step`` alone: one lifetime forward, then backward."""
     import torch
 
-    recipe, sampler, agent = _build(args, setting)
+    recipe, sampler, agent = build_setting(args, setting)
     rule, batch, steps = agent.rule, recipe.data.batch_tasks, sampler.lifetime_steps
     generator = torch.Generator(device=args.device).manual_seed(recipe.seed)
     # Encoder outputs are tanh activations: feed inputs of the same range.
@@ -212,7 +227,7 @@ def measure_rule(args: argparse.Namespace, setting: tuple[int, int, int]) -> dic
         rule.zero_grad(set_to_none=True)
         torch.stack(outputs).square().mean().backward()
 
-    seconds, baseline, peak = _timed(args, run_once)
+    seconds, baseline, peak = time_calls(args, run_once)
     _, hidden, recursions = setting
     # Each recursion step writes all N x N synapses of every task once.
     synapses = batch * hidden * hidden * recursions * steps * args.steps

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import move_data_to_device
 
 from metods_core.components import create_task_sampler
 from metods_core.errors import MetodsError
@@ -76,14 +77,16 @@ def meta_test(
     ``sampler`` replaces the run's own task sampler (another test condition of the same family).
     """
     sampler = sampler or create_task_sampler(module.recipe)
+    device = next(module.agent.parameters()).device  # tasks and actions follow the agent
     generator = torch.Generator().manual_seed(derive_seed(seed, "meta-test"))
     collected: dict[str, list[torch.Tensor]] = {}
     remaining = episodes
     while remaining > 0:
         size = min(batch_tasks, remaining)
-        tasks = sampler.sample(size, "test", generator)
+        tasks = move_data_to_device(sampler.sample(size, "test", generator), device)
         env = sampler.make_env(tasks)
-        action_generator = torch.Generator().manual_seed(derive_seed(seed, "actions", tasks.seed))
+        action_generator = torch.Generator(device=device)
+        action_generator.manual_seed(derive_seed(seed, "actions", tasks.seed))
         lifetimes = run_lifetimes(module.agent, env, action_generator, greedy=greedy)
         env.close()
         for name, value in lifetimes.metrics.items():
@@ -128,9 +131,10 @@ def evaluate_run(
     overrides: Sequence[str] = (),
     greedy: bool | None = None,
     checkpoint: Path | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Meta-test the run's last checkpoint (or ``checkpoint``) on held-out tasks; write JSON and
-    PNG plots.
+    PNG plots. ``device`` (e.g. ``"cuda"``) runs the agent and the tasks there; default: CPU.
 
     ``overrides`` change the test conditions (``task.impair_actuator=3``); they never touch the
     checkpoint. Returns the summary also written to ``RUN_DIR/evaluation.json``; with
@@ -145,6 +149,8 @@ def evaluate_run(
         raise MetodsError(f"evaluate: --episodes must be at least 1, got {episodes}")
     run_dir = Path(run_dir)
     module = load_trained_module(run_dir, overrides, checkpoint)
+    if device is not None:
+        module.to(device)
     recipe = module.recipe
     episodes = recipe.evaluation.episodes if episodes is None else episodes
     greedy = recipe.evaluation.greedy if greedy is None else greedy

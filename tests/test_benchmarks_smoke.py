@@ -102,3 +102,42 @@ def test_bptt_memory_measures_each_mode_in_its_own_process(tmp_path):
         (12, "checkpointed", 12),
     ]
     assert all(r["ms_per_outer_step"] > 0 and r["active_fraction"] == 1.0 for r in results)
+
+
+GPU_BENCH = SCRIPT.parent / "gpu_throughput.py"
+
+
+def test_gpu_benchmark_refuses_unknown_tasks_and_counts_the_plastic_update():
+    """An unknown task is a usage error; the roofline counts (S² + 6S) N² forward FLOPs."""
+    done = subprocess.run(
+        [sys.executable, str(GPU_BENCH), "--device", "cpu", "--tasks", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "names something unknown" in done.stderr
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from gpu_throughput import roofline
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    cost = roofline(20, 4, "vanilla")
+    assert cost["flops_forward"] == 40 * 400 and cost["bytes_forward_min"] == 2 * 400 * 4
+    assert roofline(20, 1, "vanilla")["flops_forward"] == 7 * 400  # read 2, write 3, sum 2
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_on_cpu_with_tiny_sizes(tmp_path):
+    """`--device cpu --batches 64 --steps 2`: Harlow and maze, eager and compiled, one table
+    with the roofline beside each row, and every figure in the JSON file."""
+    out = tmp_path / "gpu.json"
+    command = [sys.executable, str(GPU_BENCH), "--device", "cpu", "--batches", "64"]
+    command += ["--steps", "2", "--warmup", "1", "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| task | mode | batch | env-steps/s |" in done.stdout and "of roofline" in done.stdout
+    results = json.loads(out.read_text())
+    rows = {(row["task"], row["mode"]) for row in results["results"]}
+    assert rows == {(t, m) for t in ("harlow", "maze") for m in ("eager", "compile")}
+    assert all(row["env_steps_per_s"] > 0 for row in results["results"])
+    assert results["peaks"]["copy_gbs"] > 0
