@@ -360,9 +360,9 @@ def test_a_failing_run_is_reported_and_the_others_finish(nan_grid) -> None:
     plain, nan = runs["name=a2c"], runs["name=tiny_plugins-NaNAfterTwoSteps"]
     assert plain.status == "done" and plain.evaluation["episodes"] == 4
     assert nan.status == "failed" and "train exited with status 2" in str(nan.error)
-    assert "loss became nan" in str(nan.error)
+    assert "became non-finite" in str(nan.error)
     summary = (ablation.out / "summary.md").read_text()
-    assert "## Failed runs" in summary and nan.run.name in summary and "loss became nan" in summary
+    assert "## Failed runs" in summary and nan.run.name in summary and "became non-finite" in summary
     rows = read_rows(ablation.out / "results.csv")
     assert [row["status"] for row in rows] == ["done", "failed"]
 
