@@ -372,3 +372,15 @@ def test_ablation_planning_never_runs_a_checkpoint(case_dir: Path) -> None:
     step, path, error = _latest_readable_checkpoint(case_dir / "run")
     assert (step, path) == (0, None) and "refused without running anything" in error
     assert not (case_dir / "marker").exists()
+
+
+def test_evaluation_never_replaced_by_an_empty_one(
+    case_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """An evaluation that produced no metrics is an error, and evaluation.json stays."""
+    _evaluation(case_dir)
+    before = (case_dir / "run/evaluation.json").read_bytes()
+    monkeypatch.setattr("metods_core.evaluation.meta_test", lambda *args, **kwargs: {})
+    assert main(["evaluate", str(case_dir / "run"), "--episodes", "4"]) == 2
+    assert "produced no metrics" in capsys.readouterr().err
+    assert (case_dir / "run/evaluation.json").read_bytes() == before
