@@ -15,7 +15,8 @@ code is registered, and YAML is read with a safe loader.
    keys instead of failing on them, and ``plasticity.name=hebbian plasticity.lr=0.1`` sets the
    new rule's parameters.
 4. **Interpolation.** ``${path.to.key}`` values are resolved last, on the merged result; a
-   reference to a missing key, or a ``???`` value left unset, is an error.
+   reference to a missing key, or a ``???`` value left unset, is an error. ``${oc.env:VAR}`` is
+   refused: a recipe never reads the environment (pass the value as an override).
 
 Validation (``validate_recipe``) runs in two phases and reports every problem of both at once:
 the recipe's own fields (the sections below and the shape of the component sections), then each
