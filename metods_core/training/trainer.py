@@ -91,8 +91,17 @@ def _stop_on_sigint(checkpoints: OuterStepCheckpoints) -> Iterator[None]:
 
 
 def _global_rank() -> int:
-    """Return this process's rank as Lightning's launcher set it (0 before any launch)."""
-    return int(getattr(rank_zero_only, "rank", 0))
+    """Return this process's rank as Lightning's launcher set it (0 before any launch).
+
+    Before the Trainer exists Lightning knows it from RANK, LOCAL_RANK or SLURM_PROCID. A node
+    started with Lightning's own variables (NODE_RANK or GROUP_RANK, and LOCAL_RANK) reads as
+    rank LOCAL_RANK on every node: on a node other than 0 it is counted as a rank after them.
+    """
+    rank = int(getattr(rank_zero_only, "rank", 0))
+    node = os.environ.get("NODE_RANK") or os.environ.get("GROUP_RANK") or "0"
+    if not {"RANK", "SLURM_PROCID"} & set(os.environ) and node.isdigit() and int(node) > 0:
+        return rank + 1  # some rank of a later node: never rank 0
+    return rank
 
 
 def _processes_per_node(recipe: Recipe) -> int:
@@ -140,6 +149,12 @@ def create_trainer(recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] 
     )
 
 
+def _close_progress_bar(trainer: L.Trainer) -> None:
+    bar = getattr(trainer.progress_bar_callback, "_train_progress_bar", None)
+    if bar is not None:
+        bar.close()
+
+
 def _fit(
     module: MetaLearningModule,
     run_dir: Path,
@@ -153,7 +168,11 @@ def _fit(
         trainer = create_trainer(recipe, run_dir, callbacks)
         saver = next(c for c in trainer.callbacks if isinstance(c, OuterStepCheckpoints))  # type: ignore[attr-defined]
         with _stop_on_sigint(saver), _explain_allocation_errors(recipe):
-            trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
+            try:
+                trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
+            except BaseException:
+                _close_progress_bar(trainer)  # so that the error starts a line of its own
+                raise
     finally:
         os.environ.pop(_RUN_DIR_ENV, None)
     if saver.interrupted_at is not None:
@@ -173,8 +192,8 @@ def train_recipe(
     """
     inherited = os.environ.get(_RUN_DIR_ENV)
     run_dir = Path(inherited) if inherited else (run_dir or default_run_dir(recipe))
-    if not inherited:
-        check_new_run_dir(run_dir)
+    if not inherited and _global_rank() == 0:  # the other ranks of a multi-node run find
+        check_new_run_dir(run_dir)  # rank 0's files there: they check and write nothing
     _set_threads(recipe)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     module = _build_module(recipe)
