@@ -1,7 +1,9 @@
 """Train a tiny recipe with DDP on 2 CPU processes and record what each rank saw.
 
-Run as ``python ddp_check.py RECIPE RUN_DIR``. Lightning's DDP launcher re-runs this script for
-rank 1, so everything happens under ``if __name__ == "__main__"``. Each rank writes
+Run as ``python ddp_check.py RECIPE RUN_DIR [key=value ...]`` (the overrides come after the
+script's own, so ``trainer.devices=1 trainer.num_nodes=2`` turns it into one node of two).
+Lightning's DDP launcher re-runs this script for rank 1, so everything happens under
+``if __name__ == "__main__"``. Each rank writes
 ``rank<K>.json`` with a fingerprint of every task batch it trained on and a checksum of its
 meta-parameters at the end.
 """
@@ -52,6 +54,7 @@ if __name__ == "__main__":
         "plasticity.recursion_steps=1",
         "logger.wandb.mode=disabled",
         "trainer.compile=false",
+        *sys.argv[3:],
     ]
     recipe = load_recipe(recipe_path, overrides)
     train_recipe(recipe, run_dir, callbacks=[RecordRank(run_dir)])
