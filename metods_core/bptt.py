@@ -93,7 +93,7 @@ def _truncated(
         replay, state = replay_steps(agent, record, state, start, stop)
         loss = step_loss(replay, start, stop)
         backward(loss if start == 0 else loss + _touch_initial_state(agent))
-        outputs.append(replay)
+        outputs.append(_detached([replay]))  # keeping the graph would keep its memory
         state = map_state(torch.Tensor.detach, state)
     return _detached(outputs)
 
@@ -129,7 +129,7 @@ def _checkpointed(
                 # Its gradient w.r.t. the state is the carried one: the chain rule across spans.
                 loss = loss + (gradient * value).sum()
         backward(loss)
-        outputs.append(replay)
+        outputs.append(_detached([replay]))  # keeping the graph would keep its memory
         if saved is not None:
             carried = [leaf.grad for leaf in _leaves(start_state)]
     outputs.reverse()
