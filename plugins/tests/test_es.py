@@ -157,8 +157,10 @@ def test_no_backward_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     assert {"env_steps", "sigma"} <= set(metrics)
 
 
+@pytest.mark.slow
 def test_conformance() -> None:
-    """ES passes the meta-optimizer conformance suite."""
+    """ES passes the meta-optimizer conformance suite (tiny Lightning runs, resume, 2-process
+    DDP: about 35 s here)."""
     check_meta_optimizer(ESMetaOptimizer, pairs=4)
 
 
