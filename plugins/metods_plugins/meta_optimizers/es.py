@@ -9,10 +9,13 @@ the optimizer minimises) and an Adam step with L2 weight decay (the paper's ``l2
 
 Fitness of a member: its mean lifetime reward (sum of rewards per lifetime, averaged over the
 step's tasks). Every member runs on the *same* tasks with the *same* action noise (common
-random numbers), so the difference inside an antithetic pair measures the perturbation, not
-the tasks' or the dice's luck; the whole population runs in one batched, vmapped forward pass
-per environment step (``population.py``). The unperturbed centre runs in the same pass and
-its mean reward is logged as ``episode_reward`` (what ``metods evaluate`` will measure).
+random numbers), so the difference inside an antithetic pair measures the perturbation more
+than the tasks' or the dice's luck; the whole population runs in one batched, vmapped forward
+pass per environment step (``population.py``). An env's own randomness is not shared: Harlow
+draws its random sides per env index, so the tiled copies see different sides (measured:
+32 identical members on 8 shared Harlow tasks differ by a fitness std of 0.37). The
+unperturbed centre runs in the same pass and its mean reward is logged as ``episode_reward``
+(what ``metods evaluate`` will measure).
 
 Under DDP, rank ``r`` evaluates the pairs ``r, r + W, r + 2W...`` on its own task batch; the
 noise of every member is drawn on every rank from a seed derived from ``(seed, step)``, the
@@ -118,7 +121,7 @@ class ESMetaOptimizer(MetaOptimizer):
         noise_generator.manual_seed(derive_seed("es", cfg.seed, batch.step))
         shapes = {name: value.shape for name, value in centre.items()}
         noise = antithetic_noise(shapes, cfg.pairs, noise_generator, device)
-        # ---- this rank's antithetic pairs (both members of a pair share tasks and dice) ----
+        # ---- this rank's antithetic pairs, all on its tasks with the same action noise ----
         if cfg.pairs < batch.world_size:
             raise ValueError(
                 f"es: {cfg.pairs} pairs cannot be shared by {batch.world_size} processes; "
