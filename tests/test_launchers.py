@@ -217,3 +217,27 @@ def test_submitit_and_local_launchers_write_the_same_results(tmp_path: Path) -> 
     assert _numbers(read_rows(remote.out / "results.csv")) == expected
     for name, tensor in _state(first.outcomes[1].run.run_dir).items():
         assert torch.equal(tensor, _state(interrupted)[name]), name
+
+
+def test_the_documented_third_party_launcher_runs_an_ablation(
+    fake_site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launcher example of docs/ablations.md ("Writing a launcher"), installed as a
+    distribution of its own, is listed in metods.launchers and runs an ablation by name."""
+    docs = (ROOT / "docs" / "ablations.md").read_text()
+    section = docs[docs.index("### Writing a launcher") :]
+    source = section.split("```python\n", 1)[1].split("```", 1)[0]
+    fake_site(
+        "serial-launcher",
+        {"metods.launchers": {"serial": "serial_launcher:SerialLauncher"}},
+        {"serial_launcher": source},
+    )
+    assert "serial" in {info.name for info in list_plugins("launcher")}
+    monkeypatch.setattr(jobs_module, "_stages", fake_stages)
+    ablation = ablation_from_grid(HARLOW, [], "0,2", TINY, tmp_path / "serial", launcher="serial")
+    result = run_ablation(ablation, echo=lambda _: None)
+    assert [(o.status, o.action) for o in result.outcomes] == [("done", "trained")] * 2
+    assert json.loads((tmp_path / "serial" / "ablation.json").read_text())["launcher"] == {
+        "name": "serial",
+        "threads": 1,
+    }
