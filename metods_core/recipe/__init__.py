@@ -8,10 +8,11 @@ code is registered, and YAML is read with a safe loader.
    file itself is merged on top. A file that includes itself, directly or not, is an error.
 2. **Overrides.** Command-line ``key=value`` items (OmegaConf dotlist: ``trainer.max_steps=10``,
    ``logger.wandb.tags=[a,b]``) are merged on top.
-3. **Component switching.** When an override sets ``<component>.name`` (component = task,
-   plasticity, readout or meta_optimizer) to another plugin than the recipe names, that section
-   is replaced: it keeps only the keys of the old section that the new plugin's ``Config``
-   accepts, plus the keys the overrides set. So ``plasticity.name=hebbian`` drops the MetODS-only
+3. **Component switching.** When a layer (a file onto its defaults, overrides onto the recipe,
+   an ablation grid's values, which are overrides) sets ``<component>.name`` (component = task,
+   plasticity, readout or meta_optimizer) to another plugin than the layer below names, that
+   section is replaced: it keeps only the keys of the old section that the new plugin's
+   ``Config`` accepts, plus the keys the layer sets (one function, ``merge_layer``). So ``plasticity.name=hebbian`` drops the MetODS-only
    keys instead of failing on them, and ``plasticity.name=hebbian plasticity.lr=0.1`` sets the
    new rule's parameters.
 4. **Interpolation.** ``${path.to.key}`` values are resolved last, on the merged result; a

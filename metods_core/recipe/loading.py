@@ -64,7 +64,12 @@ def _compose(path: Path, chain: tuple[Path, ...], source: str | Path) -> DictCon
         message = f"{path}: expected a list of recipe paths, got {defaults!r}"
         raise RecipeError([Problem("defaults", message)], source)
     bases = [_compose(resolved.parent / item, (*chain, resolved), source) for item in defaults]
-    return _merge([*bases, loaded], f"{path}: cannot merge it onto its defaults", source)
+    if not bases:
+        return loaded
+    merged = bases[0]
+    for layer in [*bases[1:], loaded]:
+        merged = merge_layer(merged, layer, f"{path}: cannot merge it onto its defaults", source)
+    return merged
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:
@@ -97,19 +102,33 @@ def _apply_overrides(
     if problems:
         raise RecipeError(problems, source)
     dotlist = OmegaConf.from_dotlist(list(overrides))
+    return merge_layer(config, dotlist, "cannot apply the overrides", source)
+
+
+def merge_layer(
+    base: DictConfig, layer: DictConfig, what: str, source: str | Path | None
+) -> DictConfig:
+    """Merge ``layer`` onto ``base``, switching components: the one rule of every layer.
+
+    A recipe onto its ``defaults``, command-line overrides and an ablation grid's values (which
+    are overrides) all go through here. Where ``layer`` names another plugin for a component
+    than ``base`` does, ``base``'s section is first cut down to ``name`` plus the keys the new
+    plugin's ``Config`` accepts, so the old plugin's own keys cannot leak into the new one.
+    """
+    base = base.copy()
     for kind in COMPONENTS:
-        new_name = OmegaConf.select(dotlist, f"{kind}.name", default=None)
+        new_name = OmegaConf.select(layer, f"{kind}.name", default=None)
         old_name = OmegaConf.select(
-            config, f"{kind}.name", default=None, throw_on_resolution_failure=False
+            base, f"{kind}.name", default=None, throw_on_resolution_failure=False
         )
         if not isinstance(new_name, str) or new_name == old_name:
             continue
-        old = config.get(kind)
+        old = base.get(kind)
         raw = OmegaConf.to_container(old, resolve=False) if isinstance(old, DictConfig) else {}
         accepted = _accepted_keys(kind, new_name)
         kept = {key: value for key, value in raw.items() if key in accepted}  # type: ignore[union-attr]
-        config[kind] = {"name": new_name, **kept}
-    return _merge([config, dotlist], "cannot apply the overrides", source)
+        base[kind] = {"name": new_name, **kept}
+    return _merge([base, layer], what, source)
 
 
 def _merge(configs: list[DictConfig], what: str, source: str | Path | None) -> DictConfig:
