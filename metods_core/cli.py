@@ -24,7 +24,7 @@ EXIT_INTERRUPTED = 130
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, sys.argv[1:] if argv is None else argv)
     if args.command == "train":
         _check_train_args(parser, args)
     try:
@@ -51,6 +51,26 @@ def _os_error(exc: OSError) -> str:
     where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
     reason = exc.strerror or str(exc)
     return f"{where + ': ' if where else ''}{reason} (check the path, free space and permissions)"
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv`` with the subcommand's parser in intermixed mode.
+
+    ``parse_intermixed_args`` lets ``key=value`` overrides come anywhere on the line, after
+    options too (``metods ablate R --grid k=1,2 --out D trainer.max_steps=5``), while the recipe
+    stays an explicit first positional, so a path with ``=`` in it (a run folder that
+    ``metods ablate`` names ``recursion_steps=1-seed0``) is still the recipe. argparse refuses
+    intermixed parsing of a parser with subparsers, so the command is picked first. The standard
+    library suffices here (and keeps ``--help`` cheap); a CLI library would add a dependency for
+    the same two lines.
+    """
+    argv = list(argv)
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if argv and argv[0] in commands.choices:
+        args = commands.choices[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,9 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         usage="metods train RECIPE [key=value ...] [--run-dir DIR]\n"
         "       metods train --resume DIR [key=value ...]",
     )
-    train.add_argument(
-        "arguments", metavar="RECIPE key=value", nargs="*", help="the recipe, then overrides"
-    )
+    train.add_argument("recipe", metavar="RECIPE", nargs="?", help="the recipe file")
+    train.add_argument("overrides", metavar="key=value", nargs="*", help=overrides_help)
     train.add_argument("--run-dir", type=Path, help="where to write the run (default: runs/...)")
     train.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR")
     train.add_argument(
@@ -132,10 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Running the same command again skips finished runs and resumes interrupted ones.",
     )
     ablate.add_argument(
-        "arguments",
-        metavar="FILE key=value",
-        nargs="*",
-        help="a recipe or an ablation file (one with a `grid:`), then overrides for every run",
+        "file", metavar="FILE", type=Path, help="a recipe, or an ablation file (one with `grid:`)"
+    )
+    ablate.add_argument(
+        "overrides", metavar="key=value", nargs="*", help="overrides for every run, anywhere"
     )
     ablate.add_argument(
         "--grid",
@@ -161,15 +180,16 @@ def _check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     if args.resume is not None:
         if args.run_dir is not None:
             parser.error("train: --resume DIR continues DIR; do not also give --run-dir")
-        if args.arguments and "=" not in args.arguments[0]:
-            parser.error("train: with --resume, give overrides only (the recipe is in DIR)")
-        args.recipe, args.overrides = None, args.arguments
+        if args.recipe is not None:  # no recipe with --resume: the first positional is an override
+            if Path(args.recipe).suffix in (".yaml", ".yml") or "=" not in args.recipe:
+                parser.error("train: with --resume, give overrides only (the recipe is in DIR)")
+            args.recipe, args.overrides = None, [args.recipe, *args.overrides]
     else:
         if args.checkpoint is not None:
             parser.error("train: --checkpoint goes with --resume DIR")
-        if not args.arguments or "=" in args.arguments[0]:
+        if args.recipe is None:
             parser.error("train: give a RECIPE (or --resume DIR)")
-        args.recipe, args.overrides = Path(args.arguments[0]), args.arguments[1:]
+        args.recipe = Path(args.recipe)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -248,12 +268,10 @@ def _ablate(args: argparse.Namespace) -> int:
         run_ablation,
     )
 
-    if not args.arguments or "=" in args.arguments[0]:
-        raise MetodsError("ablate: give a RECIPE or an ABLATION file, then overrides")
     if args.episodes is not None and args.episodes < 1:
         raise MetodsError("ablate: --episodes must be at least 1")
     launcher, launcher_options = launcher_overrides(args)
-    path, overrides = Path(args.arguments[0]), args.arguments[1:]
+    path, overrides = args.file, list(args.overrides)
     if is_ablation_file(path):
         if args.grid:
             raise MetodsError(
@@ -271,7 +289,7 @@ def _ablate(args: argparse.Namespace) -> int:
     options += [] if args.seeds is None else [f"--seeds={args.seeds}"]
     options += [*launcher_flags(launcher, launcher_options), f"--out={ablation.out}"]
     options += [] if args.episodes is None else [f"--episodes={args.episodes}"]
-    command = shlex.join(["metods", "ablate", *args.arguments, *options])
+    command = shlex.join(["metods", "ablate", str(path), *overrides, *options])
     result = run_ablation(ablation, None, command)
     for written in result.files:
         print(f"wrote {written}")
