@@ -12,19 +12,24 @@ from typing import Any
 
 import torch
 from lightning.pytorch.utilities import move_data_to_device
+from pydantic import ValidationError
 
-from metods_core.components import create_task_sampler
+from metods_core.agent import Agent
+from metods_core.components import create_agent, create_task_sampler
 from metods_core.errors import MetodsError
 from metods_core.interfaces import TaskSampler
+from metods_core.recipe import Recipe, pydantic_problems
+from metods_core.recipe.schema import RecipeError
 from metods_core.rollout import run_lifetimes
+from metods_core.run_folder import RunFolder, metric_key
 from metods_core.statistics import mean_and_ci95
 from metods_core.training.atomic import write_text_atomic
 from metods_core.training.checkpoints import find_resume_checkpoint, read_checkpoint
-from metods_core.training.module import MetaLearningModule
 from metods_core.training.run_dir import read_run_recipe
 from metods_core.training.seeding import derive_seed
 
-EVALUATION_FILE = "evaluation.json"
+AGENT_PREFIX = "agent."
+"""The agent's parameters in a checkpoint's ``state_dict`` (the training module's attribute)."""
 
 
 def overrides_tag(overrides: Sequence[str]) -> str:
@@ -32,7 +37,7 @@ def overrides_tag(overrides: Sequence[str]) -> str:
 
     ``["task.impair_actuator=3"]`` gives ``"-task.impair_actuator=3"``, so that the impaired
     evaluation writes ``evaluation-task.impair_actuator=3.json`` beside, not over, the plain
-    ``evaluation.json``. Characters unsafe in file names become ``_``; a long tag is shortened
+    summary. Characters unsafe in file names become ``_``; a long tag is shortened
     and made unique by a hash of the overrides.
     """
     if not overrides:
@@ -44,40 +49,56 @@ def overrides_tag(overrides: Sequence[str]) -> str:
     return f"-{tag}"
 
 
-def load_trained_module(
-    run_dir: Path, overrides: Sequence[str] = (), checkpoint: Path | None = None
-) -> MetaLearningModule:
-    """Rebuild the run's module (with ``overrides``) and load its latest checkpoint."""
-    recipe = read_run_recipe(run_dir, list(overrides))
-    path = find_resume_checkpoint(run_dir, checkpoint)
-    module = MetaLearningModule(recipe)
-    state = read_checkpoint(path)["state_dict"]
+def load_trained_agent(
+    recipe: Recipe, sampler: TaskSampler, checkpoint: Path, run_dir: Path
+) -> Agent:
+    """Build the recipe's agent for ``sampler`` and load its parameters from ``checkpoint``.
+
+    Only the agent is built: the meta-optimizer's state in the checkpoint is not needed here.
+    """
+    agent = create_agent(recipe, sampler)
+    state = read_checkpoint(checkpoint)["state_dict"]
+    weights = {k[len(AGENT_PREFIX) :]: v for k, v in state.items() if k.startswith(AGENT_PREFIX)}
     try:
-        module.load_state_dict(state)
+        agent.load_state_dict(weights)
     except RuntimeError as error:
         raise MetodsError(
-            f"checkpoint {path} does not fit the run's recipe (was recipe.yaml edited, or an "
-            f"override changed the model?): {str(error).splitlines()[0]}"
+            f"checkpoint {checkpoint} does not fit the recipe of {run_dir} (was "
+            f"{RunFolder(run_dir).recipe.name} edited, or an override changed the model?): "
+            f"{str(error).splitlines()[0]}"
         ) from None
-    module.eval()
-    return module
+    return agent.eval()
+
+
+def condition_sampler(recipe: Recipe, condition: str, changes: dict[str, Any]) -> TaskSampler:
+    """Build the task sampler of an evaluation condition: the recipe's task config with
+    ``changes``, validated by the plugin's ``Config`` like any recipe value.
+
+    Raises:
+        RecipeError: the plugin's ``evaluation_conditions`` gave values its ``Config`` refuses.
+    """
+    config_cls = type(recipe.task.config)
+    data = {**recipe.task.config.model_dump(), **changes}
+    try:
+        config = config_cls.model_validate(data)
+    except ValidationError as error:
+        problems = pydantic_problems(error, config_cls, "task")
+        raise RecipeError(problems, f"evaluation condition {condition!r}") from None
+    return recipe.task.cls(config)  # type: ignore[no-any-return]
 
 
 @torch.no_grad()
 def meta_test(
-    module: MetaLearningModule,
+    agent: Agent,
+    sampler: TaskSampler,
     episodes: int,
     batch_tasks: int,
     greedy: bool,
     seed: int,
-    sampler: TaskSampler | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Run ``episodes`` held-out lifetimes; return each metric concatenated over tasks.
-
-    ``sampler`` replaces the run's own task sampler (another test condition of the same family).
-    """
-    sampler = sampler or create_task_sampler(module.recipe)
-    device = next(module.agent.parameters()).device  # tasks and actions follow the agent
+    """Run ``episodes`` held-out lifetimes of ``sampler``'s test split; return each metric
+    concatenated over tasks (each ``(tasks,)`` or ``(tasks, K)``)."""
+    device = next(agent.parameters()).device  # tasks and actions follow the agent
     generator = torch.Generator().manual_seed(derive_seed(seed, "meta-test"))
     collected: dict[str, list[torch.Tensor]] = {}
     remaining = episodes
@@ -87,7 +108,7 @@ def meta_test(
         env = sampler.make_env(tasks)
         action_generator = torch.Generator(device=device)
         action_generator.manual_seed(derive_seed(seed, "actions", tasks.seed))
-        lifetimes = run_lifetimes(module.agent, env, action_generator, greedy=greedy)
+        lifetimes = run_lifetimes(agent, env, action_generator, greedy=greedy)
         env.close()
         for name, value in lifetimes.metrics.items():
             collected.setdefault(name, []).append(value.detach().cpu().float())
@@ -103,7 +124,7 @@ def summarise(metrics: dict[str, torch.Tensor]) -> dict[str, Any]:
     """
     summary: dict[str, Any] = {}
     for name, values in metrics.items():
-        key = "mean_reward" if name == "episode_reward" else name
+        key = metric_key(name)
         if values.dim() == 1:
             mean, ci, count = mean_and_ci95(values)
             summary[key], summary[f"{key}_ci95"], summary[f"{key}_n"] = mean, ci, count
@@ -137,8 +158,8 @@ def evaluate_run(
     PNG plots. ``device`` (e.g. ``"cuda"``) runs the agent and the tasks there; default: CPU.
 
     ``overrides`` change the test conditions (``task.impair_actuator=3``); they never touch the
-    checkpoint. Returns the summary also written to ``RUN_DIR/evaluation.json``; with
-    overrides, to ``RUN_DIR/evaluation-<overrides>.json`` (see :func:`overrides_tag`), and the
+    checkpoint. Returns the summary also written to the run folder's evaluation file
+    (:meth:`RunFolder.evaluation`), tagged with the overrides (see :func:`overrides_tag`); the
     curves' PNG and CSV files carry the same tag, so no evaluation overwrites another. The JSON
     file is written atomically, and only when the evaluation produced metrics.
 
@@ -148,23 +169,28 @@ def evaluate_run(
     if episodes is not None and episodes < 1:
         raise MetodsError(f"evaluate: --episodes must be at least 1, got {episodes}")
     run_dir = Path(run_dir)
-    module = load_trained_module(run_dir, overrides, checkpoint)
+    run = RunFolder(run_dir)
+    tag = overrides_tag(overrides)
+    recipe = read_run_recipe(run_dir, list(overrides))
+    sampler = create_task_sampler(recipe)
+    agent = load_trained_agent(
+        recipe, sampler, find_resume_checkpoint(run_dir, checkpoint), run_dir
+    )
     if device is not None:
-        module.to(device)
-    recipe = module.recipe
+        agent.to(device)
     episodes = recipe.evaluation.episodes if episodes is None else episodes
     greedy = recipe.evaluation.greedy if greedy is None else greedy
-    metrics = meta_test(module, episodes, recipe.evaluation.batch_tasks, greedy, recipe.seed)
+    batch_tasks = recipe.evaluation.batch_tasks
+    metrics = meta_test(agent, sampler, episodes, batch_tasks, greedy, recipe.seed)
     if not metrics:
         raise MetodsError(
-            f"the evaluation of {run_dir} produced no metrics; {EVALUATION_FILE} was left as it was"
+            f"the evaluation of {run_dir} produced no metrics; {run.evaluation(tag).name} was "
+            "left as it was"
         )
     summary = summarise(metrics)
-    for condition, changes in module.sampler.evaluation_conditions().items():
-        sampler = module.recipe.task.cls(module.recipe.task.config.model_copy(update=changes))
-        extra = meta_test(
-            module, episodes, recipe.evaluation.batch_tasks, greedy, recipe.seed, sampler
-        )
+    for condition, changes in sampler.evaluation_conditions().items():
+        other = condition_sampler(recipe, condition, changes)
+        extra = meta_test(agent, other, episodes, batch_tasks, greedy, recipe.seed)
         summary.update({f"{condition}/{k}": v for k, v in summarise(extra).items()})
     summary.update(
         {
@@ -172,13 +198,11 @@ def evaluate_run(
             "episodes": episodes,
             "greedy": greedy,
             "overrides": list(overrides),
-            "main_metric": module.sampler.main_metric(),
+            "main_metric": sampler.main_metric(),
         }
     )
     summary = _without_nan(summary)
-    tag = overrides_tag(overrides)
-    evaluation_file = run_dir / EVALUATION_FILE.replace(".json", f"{tag}.json")
-    write_text_atomic(evaluation_file, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(run.evaluation(tag), json.dumps(summary, indent=2, allow_nan=False) + "\n")
     from metods_core.plots import plot_curves, plot_training_curve
 
     summary["plots"] = [

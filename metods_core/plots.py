@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402  # the backend must be chosen first
 import torch  # noqa: E402
 
+from metods_core.run_folder import RunFolder  # noqa: E402
+
 
 def read_training_log(
     run_dir: Path, column: str = "train/episode_reward"
@@ -22,17 +24,13 @@ def read_training_log(
     A resumed run writes a new ``logs/version_K``; later versions win for repeated steps.
     """
     points: dict[int, float] = {}
-    for path in sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=_version_number):
+    for path in RunFolder(run_dir).metrics_csvs():
         with path.open() as handle:
             for row in csv.DictReader(handle):
                 value = row.get(column)
                 if value not in (None, ""):
                     points[int(row["step"])] = float(value)
     return sorted(points.items())
-
-
-def _version_number(path: Path) -> int:
-    return int(path.parent.name.split("_")[-1])
 
 
 def plot_training_curve(run_dir: Path, column: str = "train/episode_reward") -> Path | None:
@@ -47,7 +45,7 @@ def plot_training_curve(run_dir: Path, column: str = "train/episode_reward") -> 
     axis.set_ylabel(column.split("/")[-1].replace("_", " "))
     axis.set_title(f"training: {run_dir.name}")
     axis.grid(alpha=0.3)
-    path = run_dir / "training_curve.png"
+    path = RunFolder(run_dir).training_curve
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -83,8 +81,9 @@ def plot_curves(
         axis.set_ylabel(name.replace("_", " "))
         axis.set_title(f"held-out tasks: {run_dir.name}{tag}")
         axis.grid(alpha=0.3)
-        _write_curve_csv(run_dir / f"{name}{tag}.csv", means, summary[f"{name}_ci95"])
-        path = run_dir / f"{name}{tag}.png"
+        run = RunFolder(run_dir)
+        _write_curve_csv(run.curve(name, tag, ".csv"), means, summary[f"{name}_ci95"])
+        path = run.curve(name, tag)
         figure.tight_layout()
         figure.savefig(path, dpi=100)
         plt.close(figure)

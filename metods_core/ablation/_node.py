@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from metods_core.ablation.jobs import StagesResult, run_stages
+from metods_core.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from metods_core.ablation.plan import PlannedRun
@@ -32,12 +33,12 @@ class RunOnNode:
 
     @property
     def log_path(self) -> Path:
-        """The run's log, ``OUT/runs/<run>.log``."""
-        return self.runs_dir / f"{self.name}.log"
+        """The run's log (beside its run folder)."""
+        return RunFolder(self.runs_dir / self.name).log
 
     def __call__(self) -> StagesResult:
         """Run the stages (decided again from the run directory after a requeue)."""
-        with _run_lock(self.runs_dir / f"{self.name}.lock") as held:
+        with _run_lock(RunFolder(self.runs_dir / self.name).lock) as held:
             if not held:
                 return _refuse(self.log_path, "another job is still running this run; wait for it")
             stages = self.stages

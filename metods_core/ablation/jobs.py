@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from metods_core.errors import MetodsError
+from metods_core.run_folder import RunFolder
 
 if TYPE_CHECKING:  # imported where used: a SLURM job runs its stages without torch
     from metods_core.ablation.plan import PlannedRun
@@ -139,8 +140,8 @@ def prepare_run_dir(run: PlannedRun, decision: Decision) -> None:
 
 
 def log_path_of(run: PlannedRun) -> Path:
-    """Return the log file of ``run``'s processes: ``OUT/runs/<run>.log``."""
-    return run.run_dir.parent / f"{run.name}.log"
+    """Return the log file of ``run``'s processes (beside its run folder)."""
+    return RunFolder(run.run_dir).log
 
 
 def thread_env(threads: int) -> dict[str, str]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from metods_core.run_folder import RunFolder, metric_key
 from metods_core.statistics import mean_and_ci95
 
 if TYPE_CHECKING:
@@ -17,13 +18,12 @@ if TYPE_CHECKING:
 RUN_COLUMNS = ("run", "cell", "seed", "status", "action", "wall_time_s", "error")
 """Columns of results.csv besides the grid keys (after ``cell``) and the metrics (at the end)."""
 _NOT_METRICS = ("episodes",)
-"""Scalar entries of evaluation.json that describe the evaluation rather than measure the agent."""
+"""Scalar entries of the evaluation summary that describe the evaluation, not the agent."""
 
 
 def main_metric_key(evaluation: dict[str, Any]) -> str:
-    """Return the evaluation.json key of the task family's main metric."""
-    name = evaluation.get("main_metric") or "episode_reward"
-    return "mean_reward" if name == "episode_reward" else str(name)
+    """Return the evaluation summary's key of the task family's main metric."""
+    return metric_key(str(evaluation.get("main_metric") or "episode_reward"))
 
 
 def scalar_metrics(evaluation: dict[str, Any]) -> dict[str, float | int]:
@@ -148,7 +148,7 @@ def format_summary(
         lines += ["", "## Failed runs", ""]
         for outcome in failed:
             lines += [f"### `{outcome.run.name}`", "", outcome.error or "failed", ""]
-            log = outcome.run.run_dir.parent / f"{outcome.run.name}.log"
+            log = RunFolder(outcome.run.run_dir).log
             if outcome.log_tail:
                 lines += [f"Last lines of `{log}`:", "", "```", *outcome.log_tail, "```", ""]
     return "\n".join(lines).rstrip() + "\n"

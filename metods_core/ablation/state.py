@@ -3,12 +3,13 @@
 - no directory: train it;
 - a directory without a checkpoint (stopped before its first save): delete it and train again;
 - a checkpoint before the plan's ``trainer.max_steps`` (read with ``read_checkpoint``): resume;
-- training finished, ``evaluation.json`` missing, unreadable or evaluated otherwise: evaluate;
+- training finished, the evaluation summary missing, unreadable or evaluated otherwise: evaluate;
 - all of it there: skip.
 
 A run directory whose recipe differs from the plan (other than in how it logs, evaluates or
 threads) is a conflict: it is reported and nothing starts. Each run's status (done or failed,
-its error and the last lines of its log, its wall time) is kept in ``OUT/runs/<run>.status.json``.
+its error and the last lines of its log, its wall time) is kept in its status file
+(``RunFolder.status``).
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ from typing import Any
 
 from metods_core.ablation.plan import PlannedRun
 from metods_core.errors import MetodsError
-from metods_core.evaluation import EVALUATION_FILE
 from metods_core.recipe import recipe_to_dict
+from metods_core.run_folder import LAST_CHECKPOINT, RunFolder
 from metods_core.training.checkpoints import (
     CheckpointError,
     checkpoint_outer_step,
     list_checkpoints,
     read_checkpoint,
 )
-from metods_core.training.run_dir import LAST_CHECKPOINT, RECIPE_FILE, read_run_recipe
+from metods_core.training.run_dir import read_run_recipe
 
 _IGNORED = ("source", "trainer.num_threads", "trainer.max_steps", "logger", "evaluation")
 """Recipe fields a finished or interrupted run may differ in from the plan: none changes what
@@ -70,13 +71,16 @@ def inspect_run(run: PlannedRun) -> Decision:
         return Decision("train")
     if not list_checkpoints(run_dir):
         return Decision("restart")  # stopped before its first checkpoint: nothing to keep
-    if not (run_dir / RECIPE_FILE).is_file():
-        problem = f"{run_dir} has checkpoints but no {RECIPE_FILE}; move it away to train it again"
+    folder = RunFolder(run_dir)
+    if not folder.is_run():
+        problem = (
+            f"{run_dir} has checkpoints but no {folder.recipe.name}; move it away to train it again"
+        )
         return Decision("broken", problem=problem)
     try:
         differences = recipe_differences(run)
     except MetodsError as exc:
-        differences = [f"its recipe.yaml cannot be read: {exc}"]
+        differences = [f"its {folder.recipe.name} cannot be read: {exc}"]
     if differences:
         return Decision("conflict", problem=_conflict(run, "; ".join(differences[:5])))
     step, checkpoint, error = _latest_readable_checkpoint(run_dir)
@@ -104,9 +108,9 @@ def recipe_differences(run: PlannedRun) -> list[str]:
 
 
 def evaluation_matches(run: PlannedRun) -> bool:
-    """Return whether the run's evaluation.json is complete and evaluated as the plan asks."""
+    """Return whether the run's evaluation summary is complete and evaluated as the plan asks."""
     try:
-        data = json.loads((run.run_dir / EVALUATION_FILE).read_text())
+        data = json.loads(RunFolder(run.run_dir).evaluation().read_text())
     except (OSError, ValueError):
         return False
     return (
@@ -118,7 +122,7 @@ def evaluation_matches(run: PlannedRun) -> bool:
 
 
 def _status_path(run: PlannedRun) -> Path:
-    return run.run_dir.parent / f"{run.name}.status.json"
+    return RunFolder(run.run_dir).status
 
 
 def _previous_seconds(run: PlannedRun) -> float:
@@ -146,10 +150,11 @@ def record_outcome(outcome: RunOutcome, add_time: bool = False) -> RunOutcome:
 
 
 def finished_outcome(run: PlannedRun, action: str, seconds: float | None) -> RunOutcome:
+    path = RunFolder(run.run_dir).evaluation()
     try:
-        evaluation = json.loads((run.run_dir / EVALUATION_FILE).read_text())
+        evaluation = json.loads(path.read_text())
     except (OSError, ValueError):
-        outcome = RunOutcome(run, "failed", action, seconds, "evaluation.json is missing")
+        outcome = RunOutcome(run, "failed", action, seconds, f"{path.name} is missing")
         return record_outcome(outcome, add_time=True)
     if seconds is None:  # skipped: keep the time recorded when it ran
         return RunOutcome(run, "done", action, _previous_seconds(run) or None, None, [], evaluation)

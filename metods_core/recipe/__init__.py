@@ -12,9 +12,10 @@ code is registered, and YAML is read with a safe loader.
    an ablation grid's values, which are overrides) sets ``<component>.name`` (component = task,
    plasticity, readout or meta_optimizer) to another plugin than the layer below names, that
    section is replaced: it keeps only the keys of the old section that the new plugin's
-   ``Config`` accepts, plus the keys the layer sets (one function, ``merge_layer``). So ``plasticity.name=hebbian`` drops the MetODS-only
-   keys instead of failing on them, and ``plasticity.name=hebbian plasticity.lr=0.1`` sets the
-   new rule's parameters.
+   ``Config`` accepts, plus the keys the layer sets (one function, ``merge_layer``). So
+   ``plasticity.name=hebbian``, or ``plasticity: {name: hebbian}`` in a file whose defaults
+   name MetODS, drops the MetODS-only keys instead of failing on them, and
+   ``plasticity.name=hebbian plasticity.lr=0.1`` sets the new rule's parameters.
 4. **Interpolation.** ``${path.to.key}`` values are resolved last, on the merged result; a
    reference to a missing key, or a ``???`` value left unset, is an error. ``${oc.env:VAR}`` is
    refused: a recipe never reads the environment (pass the value as an override).

@@ -152,15 +152,15 @@ def isolated() -> Iterator[None]:
 
 
 def _collect(run_dir: Path, counter: CountOuterSteps) -> TinyRun:
+    from metods_core.run_folder import RunFolder
     from metods_core.training.checkpoints import checkpoint_outer_step, read_checkpoint
-    from metods_core.training.run_dir import CHECKPOINT_DIR, LAST_CHECKPOINT
 
-    folder = run_dir / CHECKPOINT_DIR
+    folder = RunFolder(run_dir).checkpoints
     outer_steps = {
         path.name: checkpoint_outer_step(read_checkpoint(path))
         for path in sorted(folder.glob("*.ckpt"))
     }
-    final = read_checkpoint(folder / LAST_CHECKPOINT)
+    final = read_checkpoint(RunFolder(run_dir).last_checkpoint)
     return TinyRun(counter.initial, final, outer_steps, counter.calls)
 
 

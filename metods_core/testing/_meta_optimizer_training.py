@@ -8,11 +8,13 @@ the fakes on the CPU, checkpointing every ``RESUME_AT`` outer steps.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from metods_core.interfaces import MetaOptimizer
+from metods_core.run_folder import RunFolder
 from metods_core.testing._ddp_worker import run_ddp
 from metods_core.testing._lightning import (
     MAX_STEPS,
@@ -67,7 +69,9 @@ def check_outer_steps_match_max_steps(cls: type[MetaOptimizer], /, **config: Any
         f"trainer.max_steps={MAX_STEPS} called training_step {run.calls} times"
     )
     periodic = list(range(RESUME_AT, MAX_STEPS + 1, RESUME_AT))[-PERIODIC_KEPT:]
-    expected = {"last.ckpt": MAX_STEPS} | {f"step={step:06d}.ckpt": step for step in periodic}
+    folder = RunFolder(Path("run"))
+    expected = {folder.last_checkpoint.name: MAX_STEPS}
+    expected |= {folder.periodic_checkpoint(step).name: step for step in periodic}
     assert run.outer_steps == expected, (
         f"checkpoints every {RESUME_AT} of {MAX_STEPS} outer steps should be {expected} "
         f"(file -> saved outer_step), got {run.outer_steps}"

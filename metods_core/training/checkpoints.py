@@ -13,13 +13,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from metods_core.errors import MetodsError
+from metods_core.run_folder import RunFolder
 from metods_core.training.atomic import (
     TEMPORARY_SUFFIX,
     atomic_open,
     load_checkpoint_safely,
     temporary_path,
 )
-from metods_core.training.run_dir import CHECKPOINT_DIR, LAST_CHECKPOINT, RECIPE_FILE
 
 
 class CheckpointError(MetodsError):
@@ -35,7 +35,7 @@ PERIODIC_KEPT = 2
 
 def create_checkpoint_callbacks(run_dir: Path, every_n_steps: int) -> list[Callback]:
     """Save ``step=NNNNNN.ckpt`` and ``last.ckpt`` every ``every_n_steps`` outer steps."""
-    return [OuterStepCheckpoints(run_dir / CHECKPOINT_DIR, every_n_steps)]
+    return [OuterStepCheckpoints(RunFolder(run_dir), every_n_steps)]
 
 
 def _outer_step(pl_module: L.LightningModule) -> int:
@@ -54,8 +54,9 @@ class OuterStepCheckpoints(Callback):
     leaves no file at all. Older periodic files are removed only after a new one is in place.
     """
 
-    def __init__(self, folder: Path, every_n_steps: int) -> None:
-        self.folder = folder
+    def __init__(self, run: RunFolder, every_n_steps: int) -> None:
+        self.run = run
+        self.folder = run.checkpoints
         self.every_n_steps = every_n_steps
         self._saved_step = -1
         self.interrupted = False
@@ -76,11 +77,11 @@ class OuterStepCheckpoints(Callback):
         step = _outer_step(pl_module)
         due = step % self.every_n_steps == 0 or self.interrupted
         if due and step != self._saved_step:
-            periodic = self.folder / f"step={step:06d}.ckpt"
+            periodic = self.run.periodic_checkpoint(step)
             trainer.save_checkpoint(periodic, weights_only=False)
             if trainer.is_global_zero:
-                _link_or_copy(periodic, self.folder / LAST_CHECKPOINT)
-                for old in sorted(self.folder.glob("step=*.ckpt"), reverse=True)[PERIODIC_KEPT:]:
+                _link_or_copy(periodic, self.run.last_checkpoint)
+                for old in self.run.periodic_checkpoints()[PERIODIC_KEPT:]:
                     old.unlink(missing_ok=True)
             self._saved_step = step
         if self.interrupted:
@@ -89,7 +90,7 @@ class OuterStepCheckpoints(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Save the final state (rank 0 writes, every rank takes part)."""
-        trainer.save_checkpoint(self.folder / LAST_CHECKPOINT, weights_only=False)
+        trainer.save_checkpoint(self.run.last_checkpoint, weights_only=False)
 
 
 def _link_or_copy(source: Path, destination: Path) -> None:
@@ -107,9 +108,9 @@ def _link_or_copy(source: Path, destination: Path) -> None:
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Return the run's checkpoints, newest first (``last.ckpt`` before the periodic ones)."""
-    folder = run_dir / CHECKPOINT_DIR
-    periodic = sorted(folder.glob("step=*.ckpt"), reverse=True)
-    last = folder / LAST_CHECKPOINT
+    run = RunFolder(run_dir)
+    periodic = run.periodic_checkpoints()
+    last = run.last_checkpoint
     return ([last] if last.exists() else []) + periodic
 
 
@@ -164,7 +165,7 @@ def find_resume_checkpoint(run_dir: Path, explicit: Path | None = None) -> Path:
     candidates = list_checkpoints(run_dir)
     if not candidates:
         raise CheckpointError(
-            f"{run_dir} has no checkpoint (looked in {run_dir / CHECKPOINT_DIR}): the run "
+            f"{run_dir} has no checkpoint (looked in {RunFolder(run_dir).checkpoints}): the run "
             f"stopped before its first save.{_start_again(run_dir)}"
         )
     read_checkpoint(candidates[0])
@@ -173,10 +174,10 @@ def find_resume_checkpoint(run_dir: Path, explicit: Path | None = None) -> Path:
 
 def _start_again(run_dir: Path) -> str:
     """Advice that works: a new folder (training into one that holds a run is refused)."""
-    if not (run_dir / RECIPE_FILE).is_file():
+    if not RunFolder(run_dir).is_run():
         return ""
     return (
-        f" Train it again in a new folder: `metods train {run_dir / RECIPE_FILE} --run-dir "
+        f" Train it again in a new folder: `metods train {RunFolder(run_dir).recipe} --run-dir "
         f"NEW_DIR` (or delete {run_dir} first)."
     )
 

@@ -15,10 +15,9 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from metods_core.recipe import Recipe, recipe_to_dict
+from metods_core.run_folder import RunFolder
 from metods_core.training.atomic import WriteError, write_text_atomic
 from metods_core.training.run_dir import collect_versions
-
-WANDB_ID_FILE = "wandb_id.txt"
 
 
 def wandb_mode(recipe: Recipe) -> str:
@@ -77,13 +76,14 @@ def create_loggers(recipe: Recipe, run_dir: Path) -> list[Logger]:
     """Return the run's loggers; the W&B run id is kept in the run directory for resuming."""
     loggers: list[Logger] = []
     if recipe.logger.csv:
-        loggers.append(AtomicCSVLogger(save_dir=run_dir, name="logs"))
+        logs = RunFolder(run_dir).logs
+        loggers.append(AtomicCSVLogger(save_dir=logs.parent, name=logs.name))
     mode = wandb_mode(recipe)
     if mode != "disabled":
         if mode != "online":
             # Offline runs need no network at all: no telemetry look-up either.
             os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
-        id_file = run_dir / WANDB_ID_FILE
+        id_file = RunFolder(run_dir).wandb_id
         if id_file.exists():
             run_id = id_file.read_text().strip()
         else:

@@ -26,10 +26,8 @@ from lightning.pytorch.callbacks import Callback
 
 from metods_core.errors import MetodsError
 from metods_core.recipe import Recipe, recipe_to_dict
+from metods_core.run_folder import RunFolder
 from metods_core.training.atomic import write_text_atomic
-
-RESUMES_FILE = "resumes.yaml"
-"""The history of a run's resumes, beside its ``recipe.yaml``."""
 
 CHANGEABLE_ON_RESUME: tuple[str, ...] = ("trainer.", "logger.", "evaluation.", "meta_optimizer.")
 """Dotted-path prefixes of the fields a resume may change (plus ``name``)."""
@@ -83,7 +81,7 @@ def check_resume_changes(saved: Recipe, resumed: Recipe, checkpoint_step: int) -
 
 def read_resumes(run_dir: Path) -> list[dict[str, Any]]:
     """Return the run's resume history (empty for a run never resumed)."""
-    path = run_dir / RESUMES_FILE
+    path = RunFolder(run_dir).resumes
     if not path.is_file():
         return []
     try:
@@ -109,7 +107,7 @@ def record_resume(run_dir: Path, overrides: Sequence[str], step: int, checkpoint
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     history = [*read_resumes(run_dir), entry]
-    write_text_atomic(run_dir / RESUMES_FILE, yaml.safe_dump(history, sort_keys=False))
+    write_text_atomic(RunFolder(run_dir).resumes, yaml.safe_dump(history, sort_keys=False))
 
 
 class ApplyOptimizerSettings(Callback):

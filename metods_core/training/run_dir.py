@@ -1,14 +1,6 @@
-"""Run directories: the resolved recipe, versions, logs and checkpoints of one training run.
+"""Start a run folder (its recipe and versions) and read a run's recipe back.
 
-Layout::
-
-    RUN_DIR/
-      recipe.yaml            the fully resolved recipe the run was started with
-      resumes.yaml           each resume: outer step, checkpoint, overrides (absent if none)
-      versions.json          Python, torch, Lightning, metods and every installed plugin
-      checkpoints/last.ckpt  the latest checkpoint; step=NNNNNN.ckpt the periodic ones
-      logs/version_K/metrics.csv   one CSV log per (re)start of the run
-      wandb/                 the W&B run (offline unless asked otherwise)
+The layout itself is :class:`metods_core.run_folder.RunFolder`'s.
 """
 
 from __future__ import annotations
@@ -23,13 +15,9 @@ from typing import Any
 from metods_core.errors import MetodsError
 from metods_core.recipe import Recipe, recipe_to_yaml
 from metods_core.registry import GROUPS, list_plugins
+from metods_core.run_folder import RunFolder
 from metods_core.training.atomic import write_text_atomic
 from metods_core.training.resume import resume_overrides
-
-RECIPE_FILE = "recipe.yaml"
-VERSIONS_FILE = "versions.json"
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
 
 
 def default_run_dir(recipe: Recipe, root: Path = Path("runs")) -> Path:
@@ -71,7 +59,7 @@ def check_new_run_dir(run_dir: Path) -> None:
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise MetodsError(f"--run-dir {run_dir} is a file, not a folder: choose another --run-dir")
-    if (run_dir / RECIPE_FILE).exists():
+    if RunFolder(run_dir).recipe.exists():
         raise MetodsError(
             f"{run_dir} already holds a run; continue it with `metods train --resume {run_dir}`, "
             "or choose another --run-dir (nothing was overwritten)"
@@ -85,15 +73,16 @@ def check_new_run_dir(run_dir: Path) -> None:
 
 def write_run_files(run_dir: Path, recipe: Recipe) -> None:
     """Write the resolved recipe and the versions into ``run_dir`` (each file atomically)."""
+    folder = RunFolder(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
+        folder.checkpoints.mkdir(exist_ok=True)
     except OSError as error:
         raise MetodsError(
             f"cannot create the run folder {run_dir}: {error.strerror or error}"
         ) from None
-    write_text_atomic(run_dir / RECIPE_FILE, recipe_to_yaml(recipe))
-    write_text_atomic(run_dir / VERSIONS_FILE, json.dumps(collect_versions(), indent=2) + "\n")
+    write_text_atomic(folder.recipe, recipe_to_yaml(recipe))
+    write_text_atomic(folder.versions, json.dumps(collect_versions(), indent=2) + "\n")
 
 
 def read_run_recipe(
@@ -106,10 +95,10 @@ def read_run_recipe(
     """
     from metods_core.recipe import load_recipe
 
-    path = run_dir / RECIPE_FILE
+    path = RunFolder(run_dir).recipe
     if not path.is_file():
         raise MetodsError(
-            f"{run_dir} is not a metods run directory: it has no {RECIPE_FILE}. "
+            f"{run_dir} is not a metods run directory: it has no {path.name}. "
             "Pass the directory that `metods train` created (it prints it when it starts)."
         )
     earlier = resume_overrides(run_dir) if history else []
