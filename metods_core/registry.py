@@ -163,9 +163,11 @@ def load_plugin(kind: str, name: str) -> type:
         providers = " and ".join(
             f"{info.distribution} {info.version} ({info.value})" for info in candidates
         )
+        choices = " or ".join(f"{kind}.name={info.value}" for info in candidates)
         raise PluginConflictError(
             f"{kind} plugin {name!r} is registered by {len(candidates)} distributions: "
-            f"{providers}; uninstall one of them (pip uninstall ...)"
+            f"{providers}. Name the one you mean by module:attr in the recipe ({choices}); "
+            "nothing needs to be uninstalled"
         )
     return _load_info(candidates[0])
 

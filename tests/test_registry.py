@@ -133,6 +133,7 @@ def test_same_name_from_two_distributions_conflicts(fake_site):
     with pytest.raises(PluginConflictError) as caught:
         load_plugin("plasticity", "twin")
     assert "twin-a 0.1" in str(caught.value) and "twin-b 0.1" in str(caught.value)
+    assert "plasticity.name=twin_a:Rule or plasticity.name=twin_b:Rule" in str(caught.value)
 
 
 def test_cli_plugins_shows_broken_plugin_and_exits_0(fake_site, tmp_path):
