@@ -111,3 +111,22 @@ def test_log_std_is_clamped() -> None:
     distribution, _ = readout(torch.randn(8, 4) * 100)
     scale = distribution.base_dist.base_dist.scale
     assert scale.min() >= math.exp(-1.0) - 1e-6 and scale.max() <= math.exp(0.5) + 1e-6
+
+
+def test_readouts_skip_argument_validation() -> None:
+    """Neither read-out validates its distribution's arguments: on a GPU each check is a
+    host-device sync per env step (the training loop checks gradients and the loss instead)."""
+    import gymnasium as gym
+    from metods_plugins.readout.categorical import CategoricalReadout
+
+    discrete = CategoricalReadout(CategoricalReadout.Config(), 4, gym.spaces.Discrete(3))
+    distribution, _ = discrete(torch.full((2, 4), float("nan")))
+    assert not distribution._validate_args
+    for actions in ("squash", "clip"):
+        box = gym.spaces.Box(-1.0, 1.0, (2,))
+        gaussian = GaussianReadout(GaussianReadout.Config(actions=actions), 4, box)
+        distribution, _ = gaussian(torch.zeros(2, 4))
+        parts = [distribution]
+        while hasattr(parts[-1], "base_dist"):
+            parts.append(parts[-1].base_dist)
+        assert not any(part._validate_args for part in parts)

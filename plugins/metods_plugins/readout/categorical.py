@@ -44,7 +44,10 @@ class CategoricalReadout(Readout):
         """Map ``y`` ``(batch, input_size)`` to a Categorical and values ``(batch,)``."""
         features = self.trunk(y)
         logits = self.policy(features)
-        return torch.distributions.Categorical(logits=logits), self.value(features).squeeze(-1)
+        # No argument validation: it costs a host-device sync per env step on a GPU; the
+        # training loop checks gradients and the loss for non-finite values once per step.
+        distribution = torch.distributions.Categorical(logits=logits, validate_args=False)
+        return distribution, self.value(features).squeeze(-1)
 
     def sample(
         self, distribution: torch.distributions.Distribution, generator: torch.Generator

@@ -145,17 +145,20 @@ class GaussianReadout(Readout):
             assert self.log_std_vector is not None
             log_std = self.log_std_vector.expand_as(mean)
         log_std = log_std.clamp(self.config.min_log_std, self.config.max_log_std)
-        normal = Normal(mean, log_std.exp())
+        # No argument validation: it costs a host-device sync per env step on a GPU; the
+        # training loop checks gradients and the loss for non-finite values once per step.
+        normal = Normal(mean, log_std.exp(), validate_args=False)
         distribution: Distribution
         if self.config.actions == "squash":
             centre = (self.high + self.low) / 2
             half_width = (self.high - self.low) / 2
             distribution = _SquashedGaussian(
-                Independent(normal, 1),
+                Independent(normal, 1, validate_args=False),
                 [_ClampedTanhTransform(), AffineTransform(centre, half_width)],
+                validate_args=False,
             )
         else:
-            distribution = Independent(normal, 1)
+            distribution = Independent(normal, 1, validate_args=False)
         return distribution, self.value(features).squeeze(-1)
 
     def _to_actions(self, u: torch.Tensor) -> torch.Tensor:
