@@ -1,7 +1,7 @@
 # Two commands on a fresh machine:
 #   make train   create .venv, install metods + metods-plugins, train and evaluate the Harlow recipe
 #   make test    create/update the same .venv and run the whole test suite
-.PHONY: setup train evaluate test test-fast benchmark lint
+.PHONY: setup train evaluate test test-fast benchmark lint docs
 
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +14,7 @@ RUN_DIR ?= runs/harlow-metods
 # multi-GB CUDA build (see docs/install.md).
 $(STAMP): pyproject.toml plugins/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "torch==2.13.0" -e ".[test]" -e "./plugins[mujoco]"
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" -e ".[test,docs]" -e "./plugins[mujoco]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -37,6 +37,12 @@ test-fast: setup
 benchmark: setup
 	$(BIN)/python benchmarks/harlow_throughput.py
 	$(BIN)/python benchmarks/env_stepping.py
+
+# The site, into site/. --strict fails on a broken link or anchor and on any warning; the recipe
+# reference must match the installed plugins' schemas (regenerate: python docs/gen_reference.py).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python docs/gen_reference.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: setup
 	$(BIN)/ruff check metods_core plugins tests benchmarks

@@ -1,19 +1,23 @@
-"""Print the recipe field reference of docs/recipes.md as Markdown tables.
+"""Write docs/recipe-reference.md: every recipe field, generated from the pydantic models.
 
-Run:  .venv/bin/python docs/gen_reference.py > /tmp/reference.md
+Run:    .venv/bin/python docs/gen_reference.py           (rewrite the page)
+Check:  .venv/bin/python docs/gen_reference.py --check   (exit 1 if the page is stale; CI)
 
-The tables are generated from the pydantic models themselves: the recipe's own sections
-(``metods_core.recipe``, ``metods_core.agent``) and the ``Config`` of every installed plugin,
-found through the registry. When a field or a plugin changes, replace everything in
-docs/recipes.md after the introduction of its "Field reference" section (the first "### Top
-level" heading onwards) with this script's output.
+The tables come from the models themselves: the recipe's own sections (``metods_core.recipe``,
+``metods_core.agent``) and the ``Config`` of every installed plugin, found through the
+registry: field, type, default, constraint and the field's docstring.
 """
 
 from __future__ import annotations
 
+import argparse
 import enum
+import io
+import sys
 import types
 import typing
+from contextlib import redirect_stdout
+from pathlib import Path
 from typing import Any
 
 import annotated_types
@@ -98,27 +102,65 @@ def constraint_text(field: Any) -> str:
     return ", ".join(parts)
 
 
+PAGE = Path(__file__).with_name("recipe-reference.md")
+INTRODUCTION = """# Recipe reference
+
+Every field a recipe can set, generated from the pydantic models by `docs/gen_reference.py`:
+the recipe's own sections, and the `Config` of every plugin installed when it ran (CI checks
+that this page matches the code). "required" marks a field without a default; constraints are
+checked by validation. How recipes compose, override and switch components:
+[recipes.md](recipes.md).
+"""
+
+
 def table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
     """Return a Markdown table of ``model``'s fields."""
-    rows = ["| field | type | default | meaning |", "|---|---|---|---|"]
+    rows = [
+        "| field | type | default | constraint | meaning |",
+        "|---|---|---|---|---|",
+    ]
     for name, field in model.model_fields.items():
         if name in skip:
             continue
         kind = type_name(field.annotation)
-        bounds = constraint_text(field)
-        if bounds:
-            kind += f" ({bounds})"
+        bounds = constraint_text(field) or ""
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")
-        rows.append(f"| `{name}` | {kind} | `{default_text(field)}` | {description} |")
+        default = f"`{default_text(field)}`"
+        rows.append(f"| `{name}` | {kind} | {default} | {bounds} | {description} |")
     return "\n".join(rows)
 
 
-def main() -> None:
+def render() -> str:
+    """Return the whole page."""
+    out = io.StringIO()
+    with redirect_stdout(out):
+        print(INTRODUCTION)
+        tables()
+    return out.getvalue()
+
+
+def main() -> int:
+    """Write the page, or with ``--check`` report whether it is up to date."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the page is stale")
+    args = parser.parse_args()
+    text = render()
+    if args.check:
+        if not PAGE.is_file() or PAGE.read_text() != text:
+            print(f"{PAGE} is stale: run .venv/bin/python docs/gen_reference.py", file=sys.stderr)
+            return 1
+        return 0
+    PAGE.write_text(text)
+    print(f"wrote {PAGE}")
+    return 0
+
+
+def tables() -> None:
     """Print every table."""
-    print("### Top level\n")
+    print("## Top level\n")
     print(table(Recipe))
     for path, model in SECTIONS:
-        print(f"\n### `{path}`\n")
+        print(f"\n## `{path}`\n")
         doc = (model.__doc__ or "").strip().splitlines()[0]
         print(f"{doc}\n")
         print(table(model))
@@ -126,7 +168,7 @@ def main() -> None:
         for info in list_plugins(kind):
             cls = load_plugin(kind, info.name)
             config = cls.Config  # type: ignore[attr-defined]
-            print(f"\n### `{kind}: {{name: {info.name}}}` — `{cls.__name__}`\n")
+            print(f"\n## `{kind}: {{name: {info.name}}}` — `{cls.__name__}`\n")
             print(f"Entry point `{info.name}` in `{group}` ({info.distribution} {info.version}).")
             doc = (cls.__doc__ or "").strip().splitlines()[0]
             print(f"{doc}\n")
@@ -137,4 +179,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
