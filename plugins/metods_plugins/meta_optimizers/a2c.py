@@ -7,10 +7,16 @@ from dataclasses import dataclass
 import torch
 from pydantic import Field
 
-from metods_core.agent import Agent
-from metods_core.bptt import BPTTConfig, backward_through_lifetimes
-from metods_core.interfaces import ComponentConfig, MetaOptimizer, OuterBatch
-from metods_core.rollout import Lifetimes, Replay
+from metods_core import (
+    Agent,
+    BPTTConfig,
+    ComponentConfig,
+    Lifetimes,
+    MetaOptimizer,
+    OuterBatch,
+    Replay,
+    backward_through_lifetimes,
+)
 from metods_plugins.meta_optimizers.advantages import generalized_advantages
 
 __all__ = ["A2CMetaOptimizer", "LossTargets", "generalized_advantages"]

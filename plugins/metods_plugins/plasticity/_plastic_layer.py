@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from metods_core.interfaces import ComponentConfig, PlasticityRule
+from metods_core import ComponentConfig, PlasticityRule
 
 
 class PlasticLayerConfig(ComponentConfig):

@@ -27,7 +27,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from metods_core.interfaces import ComponentConfig, PlasticityRule
+from metods_core import ComponentConfig, PlasticityRule
 
 _EPS = 1e-6
 """Keeps the normalisations finite when every feature is zero."""

@@ -27,7 +27,7 @@ from typing import Literal, NamedTuple
 import torch
 from pydantic import Field
 
-from metods_core.interfaces import PlasticityRule
+from metods_core import PlasticityRule
 from metods_plugins.plasticity._plastic_layer import (
     PlasticLayerConfig,
     init_plastic_layer,

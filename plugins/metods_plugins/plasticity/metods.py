@@ -32,7 +32,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from metods_core.interfaces import ComponentConfig, PlasticityRule
+from metods_core import ComponentConfig, PlasticityRule
 
 _SIGMAS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": None}
 

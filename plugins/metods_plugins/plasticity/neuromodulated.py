@@ -28,7 +28,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from metods_core.interfaces import PlasticityRule
+from metods_core import PlasticityRule
 from metods_plugins.plasticity._plastic_layer import (
     PlasticLayerConfig,
     init_plastic_layer,

@@ -24,7 +24,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from metods_core.interfaces import ComponentConfig, PlasticityRule
+from metods_core import ComponentConfig, PlasticityRule
 
 
 class _RecurrentConfig(ComponentConfig):

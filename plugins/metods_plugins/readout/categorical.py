@@ -7,7 +7,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from metods_core.interfaces import ComponentConfig, Readout
+from metods_core import ComponentConfig, Readout
 
 
 class CategoricalReadout(Readout):

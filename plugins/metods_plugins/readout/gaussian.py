@@ -36,7 +36,7 @@ from torch.distributions import (
     TransformedDistribution,
 )
 
-from metods_core.interfaces import ComponentConfig, Readout
+from metods_core import ComponentConfig, Readout
 
 
 class _ClampedTanhTransform(TanhTransform):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from metods_core.interfaces import BatchedEnv, ComponentConfig, Split, TaskBatch, TaskSampler
+from metods_core import BatchedEnv, ComponentConfig, Split, TaskBatch, TaskSampler
 
 STAY, LEFT, RIGHT = 0, 1, 2
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from metods_core.interfaces import BatchedEnv, ComponentConfig, Split, TaskBatch, TaskSampler
+from metods_core import BatchedEnv, ComponentConfig, Split, TaskBatch, TaskSampler
 from metods_plugins.tasks.maze_generation import generate_mazes, neighbour_offsets, random_cells
 
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3

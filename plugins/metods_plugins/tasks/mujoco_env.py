@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metods_core.interfaces import BatchedEnv
+from metods_core import BatchedEnv
 from metods_plugins.tasks.simulator_pool import SimulatorPool
 
 RewardFn = Callable[[dict[str, Any]], np.ndarray]

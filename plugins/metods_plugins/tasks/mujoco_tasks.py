@@ -46,8 +46,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from metods_core.errors import MetodsError
-from metods_core.interfaces import ComponentConfig, Split, TaskBatch, TaskSampler
+from metods_core import ComponentConfig, MetodsError, Split, TaskBatch, TaskSampler
 from metods_plugins.tasks.mujoco_env import MuJoCoBatchedEnv
 from metods_plugins.tasks.simulator_pool import SimulatorPool, VectorStrategy
 
