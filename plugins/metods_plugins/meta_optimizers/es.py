@@ -34,9 +34,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from metods_core.agent import Agent
-from metods_core.interfaces import ComponentConfig, MetaOptimizer, OuterBatch
-from metods_core.training.seeding import derive_seed
+from metods_core import Agent, ComponentConfig, MetaOptimizer, OuterBatch, derive_seed
 from metods_plugins.meta_optimizers.population import Population
 
 

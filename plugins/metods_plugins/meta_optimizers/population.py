@@ -25,9 +25,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from metods_core.agent import Agent
-from metods_core.errors import MetodsError
-from metods_core.interfaces import BatchedEnv, State
+from metods_core import Agent, BatchedEnv, MetodsError, State
 
 
 class PopulationUnsupportedError(MetodsError):
