@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -233,3 +238,29 @@ def test_ppo_minibatch_checkpointed_gradients_equal_full_bptt() -> None:
     metrics = ppo.training_step(agent, batch)
     batch.close()
     assert torch.isfinite(metrics["loss"]) and metrics["epochs_done"] == config.epochs
+
+
+HELPERS = Path(__file__).parent / "helpers"
+HARLOW = Path(__file__).resolve().parent.parent / "recipes" / "harlow" / "metods.yaml"
+
+
+def ddp_parameters(tmp_path: Path, name: str, *overrides: str) -> list[list[float]]:
+    """Train 3 outer steps with DDP on 2 CPU processes; return each rank's parameters."""
+    run_dir = tmp_path / name
+    command = [sys.executable, str(HELPERS / "ddp_check.py"), str(HARLOW), str(run_dir)]
+    command += ["trainer.num_threads=1", *overrides]
+    env = dict(os.environ, PYTHONPATH=str(HELPERS))
+    subprocess.run(command, check=True, env=env, cwd=tmp_path, timeout=300)
+    return [json.loads((run_dir / f"rank{k}.json").read_text())["parameters"] for k in (0, 1)]
+
+
+@pytest.mark.slow
+def test_checkpointed_a2c_under_ddp_matches_full_bptt(tmp_path: Path) -> None:
+    """Under 2-process DDP (no find_unused_parameters), checkpointed A2C runs although later
+    chunks do not reach W_0, keeps the ranks identical, and trains as full BPTT does."""
+    full = ddp_parameters(tmp_path, "full")
+    chunked = ddp_parameters(
+        tmp_path, "chunked", "meta_optimizer.bptt.mode=checkpointed", "meta_optimizer.bptt.chunk=20"
+    )
+    assert chunked[0] == chunked[1]
+    torch.testing.assert_close(torch.tensor(chunked[0]), torch.tensor(full[0]), rtol=0, atol=1e-5)
