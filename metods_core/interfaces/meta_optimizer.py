@@ -87,6 +87,10 @@ class MetaOptimizer(abc.ABC):
     """
 
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+    uses_gradients: ClassVar[bool] = True
+    """Whether ``training_step`` computes gradients through ``OuterBatch.backward``. A
+    gradient-free algorithm (ES) sets it to False: it writes its own ``.grad`` estimates or
+    updates the parameters directly, and never calls ``backward``."""
 
     @abc.abstractmethod
     def configure_optimizer(self, agent: Agent) -> torch.optim.Optimizer:

@@ -77,6 +77,8 @@ def estimate_gradient(
 class ESMetaOptimizer(MetaOptimizer):
     """OpenAI-ES: antithetic Gaussian perturbations, centred ranks, Adam on the estimate."""
 
+    uses_gradients = False
+
     class Config(ComponentConfig):
         """Parameters of the evolution-strategies meta-optimizer."""
 
