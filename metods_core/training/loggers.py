@@ -72,8 +72,12 @@ class AtomicCSVLogger(CSVLogger):
         return self._experiment  # type: ignore[return-value]
 
 
-def create_loggers(recipe: Recipe, run_dir: Path) -> list[Logger]:
-    """Return the run's loggers; the W&B run id is kept in the run directory for resuming."""
+def create_loggers(recipe: Recipe, run_dir: Path, rank_zero: bool = True) -> list[Logger]:
+    """Return the run's loggers; the W&B run id is kept in the run directory for resuming.
+
+    Only global rank 0 (``rank_zero``) writes the id file: W&B logs from rank 0 alone, and
+    nodes started at the same moment must not race to write different ids.
+    """
     loggers: list[Logger] = []
     if recipe.logger.csv:
         logs = RunFolder(run_dir).logs
@@ -88,7 +92,8 @@ def create_loggers(recipe: Recipe, run_dir: Path) -> list[Logger]:
             run_id = id_file.read_text().strip()
         else:
             run_id = secrets.token_hex(4)
-            write_text_atomic(id_file, run_id + "\n")
+            if rank_zero:
+                write_text_atomic(id_file, run_id + "\n")
         wandb_config = recipe.logger.wandb
         loggers.append(
             WandbLogger(

@@ -134,7 +134,7 @@ def create_trainer(recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] 
         max_steps=-1,  # the module stops at trainer.max_steps *outer* steps (its own clock)
         max_epochs=-1,
         log_every_n_steps=config.log_every_n_steps,
-        logger=create_loggers(recipe, run_dir),
+        logger=create_loggers(recipe, run_dir, rank_zero=_global_rank() == 0),
         plugins=[AtomicCheckpointIO()],  # atomic writes, weights_only=True restores
         callbacks=[
             *create_checkpoint_callbacks(run_dir, config.checkpoint_every_n_steps),
