@@ -81,10 +81,12 @@ def test_replay_carries_gradients_to_the_meta_parameters() -> None:
 
 
 def test_task_batch_repeat_tiles_every_task_field() -> None:
-    """``repeat(k)`` tiles the tasks member-major and keeps the env seed."""
+    """``repeat(k)`` tiles the tasks member-major, keeps the env seed and multiplies the
+    recorded copies (1 for a sampled batch)."""
     _, _, tasks, _ = _rollout()
     tiled = tasks.repeat(3)
     assert tiled.size == 15 and tiled.seed == tasks.seed and tiled.split == tasks.split
+    assert tasks.copies == 1 and tiled.copies == 3 and tiled.repeat(2).copies == 6
     for field in dataclasses.fields(tasks):
         value = getattr(tasks, field.name)
         if isinstance(value, torch.Tensor):

@@ -21,19 +21,27 @@ class TaskBatch:
 
     ``seed`` seeds the environment's own randomness, so that a task batch and its lifetimes
     are reproducible from the batch alone (and resume exactly after a restart).
+
+    ``copies`` says how many tiled copies of ``size // copies`` base tasks the batch holds
+    (``repeat`` sets it; 1 for a sampled batch). An env built from it draws its own per-env
+    random numbers for the base tasks only and tiles them, so every copy of a task lives the
+    same lifetime under the same actions (common random numbers, for populations).
     """
 
     size: int
     split: str
     seed: int
+    copies: int = dataclasses.field(default=1, kw_only=True)
 
     def repeat(self, times: int) -> TaskBatch:
         """Return the batch tiled ``times`` times: task ``i`` of copy ``k`` is task
-        ``k * size + i`` (every tensor field batched in dim 0 is repeated; ``seed`` is kept).
+        ``k * size + i`` (every tensor field batched in dim 0 is repeated; ``seed`` is kept,
+        ``copies`` is multiplied by ``times``).
 
-        Used by algorithms that run several agents on the same tasks (an ES population).
+        Used by algorithms that run several agents on the same tasks (an ES population); the
+        env of the result gives every copy of a task the same randomness (see ``copies``).
         """
-        updates: dict[str, Any] = {"size": self.size * times}
+        updates: dict[str, Any] = {"size": self.size * times, "copies": self.copies * times}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
             if isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == self.size:
@@ -47,6 +55,12 @@ class BatchedEnv(abc.ABC):
     Observations, rewards and flags are tensors batched over tasks on the tasks' device. A
     lifetime lasts at most ``lifetime_steps`` steps; once an environment reports ``terminated``
     or ``truncated`` its lifetime is over and later steps are ignored by the caller.
+
+    Common random numbers: an env built from a batch with ``copies > 1`` (``TaskBatch.repeat``)
+    draws the random numbers of its own dynamics (start cells, object sides, ...) for the first
+    ``num_envs // copies`` envs and tiles them ``copies`` times, so that tiled copies of a task
+    driven by the same actions give the same observations and rewards. With ``copies == 1`` it
+    draws for every env. ``metods_core.testing.check_task_sampler`` checks it.
     """
 
     single_observation_space: gym.Space

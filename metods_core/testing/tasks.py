@@ -269,6 +269,40 @@ def check_rebuilt_env_reproduces(cls: type[TaskSampler], /, **config: Any) -> No
         env.close()
 
 
+def check_repeated_tasks_share_randomness(cls: type[TaskSampler], /, **config: Any) -> None:
+    """An env of ``tasks.repeat(3)`` driven by tiled actions gives tiled observations, rewards
+    and flags: every copy of a task lives the same lifetime (common random numbers, on which
+    population algorithms rely), and ``repeat`` records the copies."""
+    copies = 3
+    sampler = build_sampler(cls, config)
+    tasks = sampler.sample(BATCH, "train", torch.Generator().manual_seed(0))
+    tiled = tasks.repeat(copies)
+    assert tiled.size == copies * tasks.size and tiled.copies == copies * tasks.copies, (
+        f"repeat({copies}) of {tasks.size} tasks with copies={tasks.copies} gave size "
+        f"{tiled.size} and copies={tiled.copies}"
+    )
+    env = sampler.make_env(tiled)
+    generator = torch.Generator().manual_seed(1)
+
+    def assert_tiled(value: torch.Tensor, what: str) -> None:
+        blocks = value.reshape(copies, tasks.size, *value.shape[1:])
+        for k in range(1, copies):
+            assert torch.equal(blocks[k], blocks[0]), (
+                f"{what}: copy {k} of the tiled tasks differs from copy 0 under the same actions; "
+                "draw the env's random numbers for num_envs // tasks.copies envs and tile them"
+            )
+
+    observation, _ = env.reset()
+    assert_tiled(observation, "reset observations")
+    for t in range(env.lifetime_steps):
+        action = random_actions(env.single_action_space, tasks.size, generator)
+        action = action.repeat(copies, *([1] * (action.dim() - 1)))
+        step = Transition(*env.step(action)[:4])
+        for field in dataclasses.fields(Transition):
+            assert_tiled(getattr(step, field.name), f"step {t}, {field.name}")
+    env.close()
+
+
 def check_global_rng_untouched(cls: type[TaskSampler], /, **config: Any) -> None:
     """Sampling tasks and running their env never draws from the global RNG."""
     sampler = build_sampler(cls, config)
@@ -291,6 +325,7 @@ TASK_CHECKS: dict[str, Callable[..., None]] = {
     "splits_differ": check_splits_differ,
     "determinism": check_determinism,
     "rebuilt_env_reproduces": check_rebuilt_env_reproduces,
+    "repeated_tasks_share_randomness": check_repeated_tasks_share_randomness,
     "global_rng_untouched": check_global_rng_untouched,
 }
 """Every check of the task-sampler suite, by name: ``check(cls, **config)``."""

@@ -192,6 +192,26 @@ class ConstructorSeededTasks(FakeTasks):
         return ConstructorSeededEnv(self, tasks)
 
 
+class PerEnvNoiseEnv(FakeEnv):
+    """Adds reward noise drawn per env index, so tiled copies of a task get different rewards."""
+
+    def reset(self) -> Any:
+        self.generator = torch.Generator().manual_seed(self.tasks.seed)
+        return super().reset()
+
+    def step(self, action: torch.Tensor) -> Any:
+        observation, reward, terminated, truncated, info = super().step(action)
+        noise = torch.rand(self.num_envs, generator=self.generator)
+        return observation, reward + noise, terminated, truncated, info
+
+
+class PerEnvNoiseTasks(FakeTasks):
+    """Builds a ``PerEnvNoiseEnv``."""
+
+    def make_env(self, tasks: Any) -> PerEnvNoiseEnv:
+        return PerEnvNoiseEnv(self, tasks)
+
+
 class DirectBackwardMetaOptimizer(FakeMetaOptimizer):
     """Calls ``loss.backward()`` itself instead of ``OuterBatch.backward``."""
 
@@ -224,6 +244,11 @@ class LaxConfigRule(FakeRule):
             lambda: check_task_sampler(ConstructorSeededTasks),
             "rebuilt_env_reproduces",
             id="seeded-at-construction",
+        ),
+        pytest.param(
+            lambda: check_task_sampler(PerEnvNoiseTasks),
+            "repeated_tasks_share_randomness",
+            id="copies-not-shared",
         ),
         pytest.param(
             lambda: check_meta_optimizer(

@@ -104,6 +104,7 @@ class HarlowEnv(BatchedEnv):
         self.single_observation_space = observation_space
         self.single_action_space = action_space
         self.seed = tasks.seed
+        self.copies = tasks.copies
         self.generator = torch.Generator(device=self.device)
         half = config.view // 2
         self._offsets = torch.arange(-half, half + 1, device=self.device)
@@ -111,9 +112,11 @@ class HarlowEnv(BatchedEnv):
         self._batch = torch.arange(self.num_envs, device=self.device)
 
     def _random_sides(self) -> torch.Tensor:
-        """Return ``(batch,)`` of -1 or +1, uniformly."""
-        bits = torch.rand(self.num_envs, generator=self.generator, device=self.device) < 0.5
-        return bits.long() * 2 - 1
+        """Return ``(batch,)`` of -1 or +1, uniformly; drawn for the base tasks and tiled over
+        the batch's ``copies`` (common random numbers; one draw per env when ``copies`` is 1)."""
+        base = self.num_envs // self.copies
+        bits = torch.rand(base, generator=self.generator, device=self.device) < 0.5
+        return (bits.long() * 2 - 1).repeat(self.copies)
 
     def reset(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """Place every agent at cell 0 with a fixation cross at a random side."""

@@ -160,6 +160,7 @@ class MazeEnv(BatchedEnv):
         self.single_observation_space = observation_space
         self.single_action_space = action_space
         self.seed = tasks.seed
+        self.copies = tasks.copies
         self.generator = torch.Generator(device=self.device)
         grid = tasks.walls.shape[-1]
         self.walls = tasks.walls.flatten(1)
@@ -174,7 +175,7 @@ class MazeEnv(BatchedEnv):
         """Place every agent on a random free cell other than the goal."""
         n, device = self.num_envs, self.device
         self.generator.manual_seed(self.seed)
-        self.position = random_cells(self.landing, self.generator)
+        self.position = self._random_landing()
         self.steps = torch.zeros(n, dtype=torch.long, device=device)
         self.done = torch.zeros(n, dtype=torch.bool, device=device)
         self.total_reward = torch.zeros(n, device=device)
@@ -194,7 +195,7 @@ class MazeEnv(BatchedEnv):
         found = active & (moved == self.goal)
         reward = found * cfg.goal_reward - blocked * cfg.wall_penalty
         # Drawn at every step, used where the goal was found: no data-dependent control flow.
-        self.position = torch.where(found, random_cells(self.landing, self.generator), moved)
+        self.position = torch.where(found, self._random_landing(), moved)
         self.steps = self.steps + active.long()
         first = found & (self.rewards_found == 0)
         self.first_reward_step = torch.where(first, self.steps.float(), self.first_reward_step)
@@ -204,6 +205,13 @@ class MazeEnv(BatchedEnv):
         truncated = active & (self.steps >= self.lifetime_steps)
         self.done = self.done | truncated
         return self._observe(), reward.float(), terminated, truncated, {}
+
+    def _random_landing(self) -> torch.Tensor:
+        """Return a random landing cell ``(batch,)`` per env, drawn for the base tasks and tiled
+        over the batch's ``copies`` (common random numbers; one draw per env when ``copies`` is
+        1)."""
+        base = self.num_envs // self.copies
+        return random_cells(self.landing[:base], self.generator).repeat(self.copies)
 
     def _observe(self) -> torch.Tensor:
         """Return the walls around each agent: ``(batch, 3, 3)`` float, 1 = wall."""

@@ -100,6 +100,7 @@ class BanditEnv(BatchedEnv):
         self.probabilities = tasks.probabilities
         self.device = tasks.probabilities.device
         self.seed = tasks.seed
+        self.copies = tasks.copies
         self.num_envs = tasks.size
         self.lifetime_steps = config.pulls * config.episodes_per_lifetime
         self.single_observation_space = observation_space
@@ -124,7 +125,9 @@ class BanditEnv(BatchedEnv):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Pull arm ``action`` ``(batch,)``; pay 1 with that arm's probability."""
         chance = self.probabilities.gather(1, action.long().view(-1, 1)).squeeze(1)
-        draw = torch.rand(self.num_envs, generator=self.generator, device=self.device)
+        # Drawn for the base tasks and tiled over tasks.copies: copies of a task share payouts.
+        base = self.num_envs // self.copies
+        draw = torch.rand(base, generator=self.generator, device=self.device).repeat(self.copies)
         live = self.steps < self.lifetime_steps  # a Python bool: no host sync
         reward = (draw < chance).float() * live
         best = self.probabilities.max(dim=1).values
