@@ -27,6 +27,7 @@ from metods_plugins.plasticity.recurrent import GRURule, LSTMRule, RNNRule
 from metods_plugins.plasticity.static import StaticRule
 from metods_plugins.readout.categorical import CategoricalReadout
 from metods_plugins.readout.gaussian import GaussianReadout
+from metods_plugins.tasks.harlow import HarlowTasks
 
 from metods_core.agent import Agent, AgentConfig
 from metods_core.interfaces import PlasticityRule
@@ -124,6 +125,45 @@ def test_batched_population_equals_separate_runs(
         expected = (lifetimes.rewards * lifetimes.alive).sum(0)
         torch.testing.assert_close(returns[member], expected, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(returns[0], returns[1]), "members did not differ at all"
+
+
+def test_population_on_harlow_equals_separate_runs_with_common_sides() -> None:
+    """On Harlow, whose env draws random sides, the vmapped pass still gives each member the
+    rewards of its own rollout on the untiled tasks (the tiled copies share the sides: common
+    random numbers), and identical members get identical rewards on every task."""
+    sampler = HarlowTasks(HarlowTasks.Config(max_steps=30))
+    rule = MetODSRule(MetODSRule.Config(), 6)
+    readout = CategoricalReadout(
+        CategoricalReadout.Config(), rule.output_size, sampler.action_space
+    )
+    agent = Agent(
+        AgentConfig(hidden=6), sampler.observation_space, sampler.action_space, rule, readout
+    )
+    tasks = sampler.sample(4, "train", torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(7)
+    members = {
+        name: p.detach() + 0.3 * torch.randn((3, *p.shape), generator=generator)
+        for name, p in agent.named_parameters()
+    }
+    returns, _ = run_population(
+        agent, members, sampler.make_env(tasks.repeat(3)), torch.Generator().manual_seed(11)
+    )
+    for member in range(3):
+        alone = copy.deepcopy(agent)
+        with torch.no_grad():
+            for name, parameter in alone.named_parameters():
+                parameter.copy_(members[name][member])
+            lifetimes = run_lifetimes(
+                alone, sampler.make_env(tasks), torch.Generator().manual_seed(11)
+            )
+        expected = (lifetimes.rewards * lifetimes.alive).sum(0)
+        torch.testing.assert_close(returns[member], expected, rtol=1e-5, atol=1e-5)
+    same = {name: p.detach().expand(3, *p.shape) for name, p in agent.named_parameters()}
+    returns, _ = run_population(
+        agent, same, sampler.make_env(tasks.repeat(3)), torch.Generator().manual_seed(11)
+    )
+    assert torch.equal(returns[1], returns[0]) and torch.equal(returns[2], returns[0])
+    assert returns.std() > 0, "the tasks all gave the same reward: the check would be vacuous"
 
 
 def test_lstm_is_refused_with_a_clear_error() -> None:

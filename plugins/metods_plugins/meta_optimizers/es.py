@@ -11,10 +11,11 @@ Fitness of a member: its mean lifetime reward (sum of rewards per lifetime, aver
 step's tasks). Every member runs on the *same* tasks with the *same* action noise (common
 random numbers), so the difference inside an antithetic pair measures the perturbation more
 than the tasks' or the dice's luck; the whole population runs in one batched, vmapped forward
-pass per environment step (``population.py``). An env's own randomness is not shared: Harlow
-draws its random sides per env index, so the tiled copies see different sides (measured:
-32 identical members on 8 shared Harlow tasks differ by a fitness std of 0.37). The
-unperturbed centre runs in the same pass and its mean reward is logged as ``episode_reward``
+pass per environment step (``population.py``). The env's own randomness is shared too: the
+env of ``tasks.repeat(P)`` knows it holds ``P`` copies (``TaskBatch.copies``) and draws its
+random numbers (Harlow's object sides, the maze's start cells) once per base task, so
+identical members on the same tasks get identical fitness (before this contract, 32 identical
+members on 16 shared Harlow tasks differed by a fitness std of 0.218). The unperturbed centre runs in the same pass and its mean reward is logged as ``episode_reward``
 (what ``metods evaluate`` will measure).
 
 Under DDP, rank ``r`` evaluates the pairs ``r, r + W, r + 2W...`` on its own task batch; the

@@ -12,8 +12,9 @@ leaves the mapped function: only the sampled actions do.
 Covered rules (tested): metods, static, rnn, gru, hebbian, neuromodulated, fast_weights with
 the categorical and Gaussian read-outs (rnn and gru through vmap's slower per-member fallback
 for their fused cells). lstm is refused with ``PopulationUnsupportedError``: ``aten::lstm_cell``
-has no batching rule. Tasks are shared, but an env's own randomness (Harlow's random sides)
-is drawn per env index, so the copies of a tiled task batch do not share it.
+has no batching rule. The env's own randomness is shared as well: an env of
+``tasks.repeat(P)`` draws it for the base tasks and tiles it (``TaskBatch.copies``, checked by
+the task conformance suite), so every member lives its tasks under the same dice.
 """
 
 from __future__ import annotations
