@@ -15,8 +15,9 @@ pass per environment step (``population.py``). The env's own randomness is share
 env of ``tasks.repeat(P)`` knows it holds ``P`` copies (``TaskBatch.copies``) and draws its
 random numbers (Harlow's object sides, the maze's start cells) once per base task, so
 identical members on the same tasks get identical fitness (before this contract, 32 identical
-members on 16 shared Harlow tasks differed by a fitness std of 0.218). The unperturbed centre runs in the same pass and its mean reward is logged as ``episode_reward``
-(what ``metods evaluate`` will measure).
+members on 16 shared Harlow tasks differed by a fitness std of 0.218). The unperturbed
+centre runs in the same pass and its mean reward is logged as ``episode_reward`` (what
+``metods evaluate`` will measure).
 
 Under DDP, rank ``r`` evaluates the pairs ``r, r + W, r + 2W...`` on its own task batch; the
 noise of every member is drawn on every rank from a seed derived from ``(seed, step)``, the
