@@ -7,6 +7,7 @@ by ``module:attr``, the way out the registry offers for unpackaged or clashing p
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,20 @@ def test_the_plugins_own_tests_pass() -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def test_the_guides_code_is_the_examples_code() -> None:
+    """Every code line of docs/writing-tasks.md's Python blocks (imports aside) is a line of the
+    example package, so the guide cannot drift from the tested code."""
+    guide = (ROOT / "docs" / "writing-tasks.md").read_text()
+    sources = [*(EXAMPLE / "src").rglob("*.py"), *(EXAMPLE / "tests").rglob("*.py")]
+    known = {line.strip() for path in sources for line in path.read_text().splitlines()}
+    shown = [
+        line.strip()
+        for block in re.findall(r"```python\n(.*?)```", guide, re.S)
+        for line in block.splitlines()
+        if line.strip() and not line.lstrip().startswith(("from ", "import "))
+    ]
+    assert shown, "the guide shows no code"
+    stale = [line for line in shown if line not in known]
+    assert not stale, "lines of the guide not in examples/bandit_plugin:\n" + "\n".join(stale)
