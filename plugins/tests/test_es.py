@@ -46,6 +46,19 @@ def test_centered_ranks_hand_computed() -> None:
     torch.testing.assert_close(shaped, torch.tensor([0.25, -0.5, -0.25, 0.5, 0.0]))
 
 
+def test_centered_ranks_share_ties() -> None:
+    """Tied members get the mean of their ranks, so an antithetic pair whose members tie adds
+    nothing to the estimate: ranks (0, 1.5, 1.5, 3) of 3 -> (-0.5, 0, 0, 0.5); all tied -> 0."""
+    shaped = centered_ranks(torch.tensor([1.0, 2.0, 2.0, 5.0]))
+    torch.testing.assert_close(shaped, torch.tensor([-0.5, 0.0, 0.0, 0.5]))
+    assert torch.equal(centered_ranks(torch.full((6,), 0.2)), torch.zeros(6))
+    noise = antithetic_noise(
+        {"w": torch.Size([3])}, 2, torch.Generator().manual_seed(0), torch.device("cpu")
+    )
+    ascent = estimate_gradient(centered_ranks(torch.tensor([1.0, 1.0, 2.0, 0.0])), noise, 0.1)
+    torch.testing.assert_close(ascent["w"], noise["w"][2] / (4 * 0.1))
+
+
 def test_antithetic_pairs_are_opposite() -> None:
     """Member 2j is +eps_j and member 2j+1 is -eps_j, for every parameter."""
     noise = antithetic_noise(

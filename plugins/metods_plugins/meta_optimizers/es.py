@@ -41,13 +41,20 @@ from metods_plugins.meta_optimizers.population import Population
 
 
 def centered_ranks(fitness: torch.Tensor) -> torch.Tensor:
-    """Return the fitness ranks mapped to ``[-0.5, 0.5]`` ``(P,)`` (ties broken by index).
+    """Return the fitness ranks mapped to ``[-0.5, 0.5]`` ``(P,)``; tied members share the
+    mean of their ranks.
 
     The lowest fitness gets -0.5, the highest 0.5, evenly spaced between (Salimans et al.).
+    Ties matter: with common random numbers and discrete actions, a small perturbation often
+    changes no action, so many members (often both of a pair) tie exactly. Breaking ties by
+    index would rank ``+eps_j`` below ``-eps_j`` in every tied pair and feed Adam a consistent
+    pseudo-gradient of pure noise (measured on Harlow: the parameters random-walked away from
+    a 5.2-reward centre); shared ranks make a tied pair contribute nothing.
     """
     size = fitness.shape[0]
-    ranks = torch.empty_like(fitness)
-    ranks[fitness.argsort(stable=True)] = torch.arange(size, dtype=fitness.dtype)
+    below = (fitness.unsqueeze(0) < fitness.unsqueeze(1)).sum(dim=1)
+    equal = (fitness.unsqueeze(0) == fitness.unsqueeze(1)).sum(dim=1)
+    ranks = below.to(fitness.dtype) + (equal - 1).to(fitness.dtype) / 2
     return ranks / max(size - 1, 1) - 0.5
 
 
