@@ -362,7 +362,9 @@ def test_a_failing_run_is_reported_and_the_others_finish(nan_grid) -> None:
     assert nan.status == "failed" and "train exited with status 2" in str(nan.error)
     assert "became non-finite" in str(nan.error)
     summary = (ablation.out / "summary.md").read_text()
-    assert "## Failed runs" in summary and nan.run.name in summary and "became non-finite" in summary
+    assert (
+        "## Failed runs" in summary and nan.run.name in summary and "became non-finite" in summary
+    )
     rows = read_rows(ablation.out / "results.csv")
     assert [row["status"] for row in rows] == ["done", "failed"]
 

@@ -1,8 +1,9 @@
 """A batch of Gymnasium MuJoCo environments, one per task, stepped as lifetimes of episodes.
 
 Wraps a Gymnasium vector env (one sub-environment per task, lent by a ``SimulatorPool`` and
-given back by ``close()``) behind the torch ``BatchedEnv`` API: actions come in as torch tensors and go to MuJoCo as numpy arrays;
-observations and rewards come back as float32 tensors on the tasks' device. The reward is
+given back by ``close()``) behind the torch ``BatchedEnv`` API: actions come in as torch
+tensors and go to MuJoCo as numpy arrays; observations and rewards come back as float32
+tensors on the tasks' device. The reward is
 recomputed from the task by ``reward_fn`` (from the step's info), not taken from Gymnasium.
 
 A lifetime is ``episodes_per_lifetime`` episodes of ``episode_steps`` steps. At the end of an
