@@ -1,10 +1,12 @@
 """Meta-training throughput of the Harlow recipe, and of its plastic update alone.
 
 Run:  .venv/bin/python benchmarks/harlow_throughput.py [--grid "64,20,1;64,20,4"] [--json out.json]
+      .venv/bin/python benchmarks/harlow_throughput.py --recipe recipes/harlow/lstm.yaml --grid "64,20"
 
-For each (batch, N, S) setting it builds the agent exactly as ``metods train`` does (the recipe
-``recipes/harlow/metods.yaml`` with ``data.batch_tasks=B agent.hidden=N
-plasticity.recursion_steps=S``) and times the meta-optimizer's ``training_step``: task sampling,
+For each (batch, N[, S]) setting it builds the agent exactly as ``metods train`` does (the recipe,
+by default ``recipes/harlow/metods.yaml``, with ``data.batch_tasks=B agent.hidden=N``, and
+``plasticity.recursion_steps=S`` when S is given and the recipe's rule has that field; other
+rules ignore S and report it as ``null``) and times the meta-optimizer's ``training_step``: task sampling,
 B lifetimes of 75 steps, backprop through them and one Adam step. Lightning's own per-step
 overhead is left out. A second table times the rule's ``step`` alone, forward and backward
 through one lifetime.
@@ -33,20 +35,30 @@ DEFAULT_GRID = "64,20,1;64,20,4;256,20,1;256,20,4;64,64,4"
 PARTS = ("outer", "rule")
 
 
-def parse_setting(text: str) -> tuple[int, int, int]:
-    """Parse ``"B,N,S"`` into positive integers (batch of tasks, hidden size N, recursions S)."""
+Setting = tuple[int, int, int | None]
+
+
+def parse_setting(text: str) -> Setting:
+    """Parse ``"B,N,S"`` or ``"B,N"`` (batch of tasks, hidden size N, recursions S or None)."""
     parts = [part.strip() for part in text.split(",")]
     try:
         values = tuple(int(part) for part in parts)
     except ValueError:
         values = ()
-    if len(values) != 3 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected B,N,S as three positive integers, got {text!r}")
-    return values  # type: ignore[return-value]  # length checked above
+    if len(values) not in (2, 3) or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected B,N,S or B,N as positive integers, got {text!r}"
+        )
+    return (values[0], values[1], values[2] if len(values) == 3 else None)
 
 
-def parse_grid(text: str) -> list[tuple[int, int, int]]:
-    """Parse ``"B,N,S;B,N,S"`` into a list of settings."""
+def format_setting(setting: Setting) -> str:
+    """Return ``"B,N,S"``, or ``"B,N"`` when S is None (the inverse of ``parse_setting``)."""
+    return ",".join(str(value) for value in setting if value is not None)
+
+
+def parse_grid(text: str) -> list[Setting]:
+    """Parse ``"B,N,S;B,N"`` into a list of settings."""
     return [parse_setting(item) for item in text.split(";") if item.strip()]
 
 
@@ -57,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid",
         type=parse_grid,
         default=parse_grid(DEFAULT_GRID),
-        help=f'settings "B,N,S;B,N,S" (default "{DEFAULT_GRID}")',
+        help=f'settings "B,N,S;B,N" (S only for rules with recursion_steps; default "{DEFAULT_GRID}")',
     )
     parser.add_argument(
         "--steps",
@@ -80,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--single",
         type=parse_setting,
-        metavar="B,N,S",
+        metavar="B,N[,S]",
         help="internal: measure one setting in this process, print one JSON line",
     )
     parser.add_argument("--part", choices=PARTS, default="outer", help="internal: with --single")
@@ -98,21 +110,33 @@ def _max_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def build_setting(args: argparse.Namespace, setting: tuple[int, int, int]) -> tuple[Any, Any, Any]:
+def setting_overrides(recipe_path: Path, extra: list[str], setting: Setting) -> list[str]:
+    """Return the recipe overrides of ``setting``: B and N always; S only if given and the
+    recipe's rule has a ``recursion_steps`` field (MetODS), else it is left out."""
+    from metods_core.recipe import load_recipe
+
+    batch, hidden, recursions = setting
+    overrides = [*extra, f"data.batch_tasks={batch}", f"agent.hidden={hidden}"]
+    if recursions is not None:
+        rule_config = load_recipe(recipe_path, overrides).plasticity.config
+        if "recursion_steps" in type(rule_config).model_fields:
+            overrides.append(f"plasticity.recursion_steps={recursions}")
+    return overrides
+
+
+def effective_recursions(recipe: Any) -> int | None:
+    """Return the loaded recipe's S, or None when its rule has no ``recursion_steps``."""
+    return getattr(recipe.plasticity.config, "recursion_steps", None)
+
+
+def build_setting(args: argparse.Namespace, setting: Setting) -> tuple[Any, Any, Any]:
     """Load the recipe with the setting's overrides; return (recipe, sampler, agent)."""
     import torch
 
     from metods_core.components import create_agent, create_task_sampler
     from metods_core.recipe import load_recipe
 
-    batch, hidden, recursions = setting
-    overrides = [
-        *args.override,
-        f"data.batch_tasks={batch}",
-        f"agent.hidden={hidden}",
-        f"plasticity.recursion_steps={recursions}",
-    ]
-    recipe = load_recipe(args.recipe, overrides)
+    recipe = load_recipe(args.recipe, setting_overrides(args.recipe, args.override, setting))
     torch.manual_seed(recipe.seed)
     sampler = create_task_sampler(recipe)
     agent = create_agent(recipe, sampler).to(args.device)
@@ -182,7 +206,7 @@ def outer_step_runner(recipe: Any, sampler: Any, agent: Any, device: str) -> tup
     return run_once, env_steps
 
 
-def measure_outer(args: argparse.Namespace, setting: tuple[int, int, int]) -> dict[str, Any]:
+def measure_outer(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
     """Time the meta-optimizer's outer steps, built and seeded as the training loop does."""
     import torch
 
@@ -194,6 +218,9 @@ def measure_outer(args: argparse.Namespace, setting: tuple[int, int, int]) -> di
     env_steps = batch * sampler.lifetime_steps * args.steps
     active_steps = float(torch.stack(active).sum()) if active else 0.0
     return {
+        "S": effective_recursions(recipe),
+        "rule": recipe.plasticity.name,
+        "compile": recipe.trainer.compile,
         "lifetime_steps": sampler.lifetime_steps,
         "seconds": seconds,
         "env_steps_per_s": env_steps / seconds,
@@ -206,7 +233,7 @@ def measure_outer(args: argparse.Namespace, setting: tuple[int, int, int]) -> di
     }
 
 
-def measure_rule(args: argparse.Namespace, setting: tuple[int, int, int]) -> dict[str, Any]:
+def measure_rule(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
     """Time the plasticity rule's ``step`` alone: one lifetime forward, then backward."""
     import torch
 
@@ -228,10 +255,13 @@ def measure_rule(args: argparse.Namespace, setting: tuple[int, int, int]) -> dic
         torch.stack(outputs).square().mean().backward()
 
     seconds, baseline, peak = time_calls(args, run_once)
-    _, hidden, recursions = setting
-    # Each recursion step writes all N x N synapses of every task once.
-    synapses = batch * hidden * hidden * recursions * steps * args.steps
+    hidden, recursions = recipe.agent.hidden, effective_recursions(recipe)
+    # Each recursion step writes all N x N synapses of every task once (one write: no S).
+    synapses = batch * hidden * hidden * (recursions or 1) * steps * args.steps
     return {
+        "S": recursions,
+        "rule": recipe.plasticity.name,
+        "compile": recipe.trainer.compile,
         "lifetime_steps": steps,
         "seconds": seconds,
         "synaptic_updates_per_s": synapses / seconds,
@@ -263,13 +293,13 @@ def run_single(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_child(args: argparse.Namespace, setting: tuple[int, int, int], part: str) -> dict:
+def run_child(args: argparse.Namespace, setting: Setting, part: str) -> dict:
     """Run one setting and part in a fresh interpreter; return its result or its error."""
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
         "--single",
-        ",".join(map(str, setting)),
+        format_setting(setting),
     ]
     for flag in ("part", "steps", "warmup", "threads", "device", "recipe"):
         command += [f"--{flag}", str(part if flag == "part" else getattr(args, flag))]
@@ -304,7 +334,7 @@ def table(title: str, results: list[dict], columns: list[tuple[str, str, str]]) 
     head = ["batch", "N", "S", *(header for header, _, _ in columns)]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for result in results:
-        cells = [str(result["batch"]), str(result["N"]), str(result["S"])]
+        cells = [str(result["batch"]), str(result["N"]), str(result["S"] or "-")]
         if "error" in result:
             cells += ["failed"] + [""] * (len(columns) - 1)
         else:
@@ -324,9 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {part: [] for part in PARTS}
     for setting in args.grid:  # sequentially: parallel runs would share the cores
         for part in PARTS:
-            print(
-                f"running {part} B,N,S={','.join(map(str, setting))}", file=sys.stderr, flush=True
-            )
+            print(f"running {part} B,N[,S]={format_setting(setting)}", file=sys.stderr, flush=True)
             results[part].append(run_child(args, setting, part))
     ok = [result for result in results["outer"] + results["rule"] if "error" not in result]
     lifetime = ok[0]["lifetime_steps"] if ok else "?"
@@ -344,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(title, results["rule"], RULE_COLUMNS))
     failures = [result for result in results["outer"] + results["rule"] if "error" in result]
     for failure in failures:
-        setting = f"{failure['batch']},{failure['N']},{failure['S']}"
+        setting = f"{failure['batch']},{failure['N']},{failure['S'] or '-'}"
         print(f"\n{failure['part']} {setting} failed:\n{failure['error']}", file=sys.stderr)
     if args.json is not None:
         config = {key: getattr(args, key) for key in ("steps", "warmup", "threads", "device")}
