@@ -1,15 +1,16 @@
 """Meta-training throughput of the Harlow recipe, and of its plastic update alone.
 
 Run:  .venv/bin/python benchmarks/harlow_throughput.py [--grid "64,20,1;64,20,4"] [--json out.json]
-      .venv/bin/python benchmarks/harlow_throughput.py --recipe recipes/harlow/lstm.yaml --grid "64,20"
+      .venv/bin/python benchmarks/harlow_throughput.py --recipe recipes/harlow/lstm.yaml \
+          --grid "64,20"
 
 For each (batch, N[, S]) setting it builds the agent exactly as ``metods train`` does (the recipe,
 by default ``recipes/harlow/metods.yaml``, with ``data.batch_tasks=B agent.hidden=N``, and
 ``plasticity.recursion_steps=S`` when S is given and the recipe's rule has that field; other
-rules ignore S and report it as ``null``) and times the meta-optimizer's ``training_step``: task sampling,
-B lifetimes of 75 steps, backprop through them and one Adam step. Lightning's own per-step
-overhead is left out. A second table times the rule's ``step`` alone, forward and backward
-through one lifetime.
+rules ignore S and report it as ``null``) and times the meta-optimizer's ``training_step``:
+task sampling, B lifetimes of 75 steps, backprop through them and one Adam step. Lightning's
+own per-step overhead is left out. A second table times the rule's ``step`` alone, forward and
+backward through one lifetime.
 
 Every setting and part runs in its own fresh subprocess (``--single B,N,S --part outer|rule``,
 which prints one JSON line), one after another: peak-memory high-water marks never mix, and
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid",
         type=parse_grid,
         default=parse_grid(DEFAULT_GRID),
-        help=f'settings "B,N,S;B,N" (S only for rules with recursion_steps; default "{DEFAULT_GRID}")',
+        help=f'settings "B,N,S;B,N" (S only if the rule has recursion_steps; "{DEFAULT_GRID}")',
     )
     parser.add_argument(
         "--steps",
