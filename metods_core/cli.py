@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         type=Path,
         metavar="PATH",
-        help="the checkpoint to evaluate (default: the run's last.ckpt)",
+        help="the checkpoint to evaluate: a path, or `best` (the run's best.ckpt, kept with "
+        "trainer.keep_best=true) (default: the run's last.ckpt)",
     )
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.add_argument(

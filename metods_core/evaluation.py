@@ -24,7 +24,11 @@ from metods_core.rollout import run_lifetimes
 from metods_core.run_folder import RunFolder, metric_key
 from metods_core.statistics import mean_and_ci95
 from metods_core.training.atomic import write_text_atomic
-from metods_core.training.checkpoints import find_resume_checkpoint, read_checkpoint
+from metods_core.training.checkpoints import (
+    find_resume_checkpoint,
+    named_checkpoint,
+    read_checkpoint,
+)
 from metods_core.training.run_dir import read_run_recipe
 from metods_core.training.seeding import derive_seed
 
@@ -151,15 +155,17 @@ def evaluate_run(
     episodes: int | None = None,
     overrides: Sequence[str] = (),
     greedy: bool | None = None,
-    checkpoint: Path | None = None,
+    checkpoint: Path | str | None = None,
     device: str | None = None,
 ) -> dict[str, Any]:
     """Meta-test the run's last checkpoint (or ``checkpoint``) on held-out tasks; write JSON and
     PNG plots. ``device`` (e.g. ``"cuda"``) runs the agent and the tasks there; default: CPU.
 
     ``overrides`` change the test conditions (``task.impair_actuator=3``); they never touch the
-    checkpoint. Returns the summary also written to the run folder's evaluation file
-    (:meth:`RunFolder.evaluation`), tagged with the overrides (see :func:`overrides_tag`); the
+    checkpoint. ``checkpoint`` ``"best"`` is the run's ``best.ckpt`` (``trainer.keep_best``),
+    whose files are tagged ``-best``. Returns the summary also written to the run folder's
+    evaluation file (:meth:`RunFolder.evaluation`), tagged with the overrides (see
+    :func:`overrides_tag`); the
     curves' PNG and CSV files carry the same tag, so no evaluation overwrites another. The JSON
     file is written atomically, and only when the evaluation produced metrics.
 
@@ -170,12 +176,12 @@ def evaluate_run(
         raise MetodsError(f"evaluate: --episodes must be at least 1, got {episodes}")
     run_dir = Path(run_dir)
     run = RunFolder(run_dir)
-    tag = overrides_tag(overrides)
+    path = named_checkpoint(run_dir, checkpoint)
+    best = path is not None and path == run.best_checkpoint
+    tag = ("-best" if best else "") + overrides_tag(overrides)
     recipe = read_run_recipe(run_dir, list(overrides))
     sampler = create_task_sampler(recipe)
-    agent = load_trained_agent(
-        recipe, sampler, find_resume_checkpoint(run_dir, checkpoint), run_dir
-    )
+    agent = load_trained_agent(recipe, sampler, find_resume_checkpoint(run_dir, path), run_dir)
     if device is not None:
         agent.to(device)
     episodes = recipe.evaluation.episodes if episodes is None else episodes

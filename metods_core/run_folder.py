@@ -10,6 +10,7 @@ Layout::
       resumes.yaml                 each resume: outer step, checkpoint, overrides (absent if none)
       versions.json                Python, torch, Lightning, metods and every installed plugin
       checkpoints/last.ckpt        the latest checkpoint; step=NNNNNN.ckpt the periodic ones
+      checkpoints/best.ckpt        with trainer.keep_best: the best smoothed training return
       logs/version_K/metrics.csv   one CSV log per (re)start of the run
       wandb/, wandb_id.txt         the W&B run (offline unless asked otherwise) and its id
       evaluation[<tag>].json       the meta-test summary (<tag>: the evaluation's overrides)
@@ -29,6 +30,8 @@ from pathlib import Path
 
 LAST_CHECKPOINT = "last.ckpt"
 """The name of the latest checkpoint (a checkpoint given by path may have any name)."""
+BEST_CHECKPOINT = "best.ckpt"
+"""The name of the checkpoint of the best smoothed training return (``trainer.keep_best``)."""
 
 
 def metric_key(name: str) -> str:
@@ -82,6 +85,11 @@ class RunFolder:
     def last_checkpoint(self) -> Path:
         """The latest checkpoint."""
         return self.checkpoints / LAST_CHECKPOINT
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """The checkpoint of the best smoothed training return (``trainer.keep_best``)."""
+        return self.checkpoints / BEST_CHECKPOINT
 
     def periodic_checkpoint(self, step: int) -> Path:
         """The checkpoint saved at outer step ``step``."""

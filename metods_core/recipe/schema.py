@@ -89,6 +89,13 @@ class TrainerConfig(BaseModel):
     processes of a multi-device run on this node."""
     compile: bool = False
     """torch.compile the plasticity rule's step, the hot path (faster long runs, slower start)."""
+    keep_best: bool = False
+    """Also keep the best checkpoint beside the last: the one at the end of the window of
+    ``best_window`` outer steps whose mean training return was the highest so far (evaluate it
+    with ``metods evaluate RUN --checkpoint best``). The best score survives a resume."""
+    best_window: int = Field(default=100, gt=0, le=MAX_STEPS)
+    """Outer steps per window over which ``keep_best`` averages the training return (a smoothed
+    score, not one noisy step)."""
 
 
 class WandbConfig(BaseModel):

@@ -20,6 +20,7 @@ from metods_core.training.atomic import (
     load_checkpoint_safely,
     temporary_path,
 )
+from metods_core.training.callbacks import BestCheckpoint
 
 
 class CheckpointError(MetodsError):
@@ -33,9 +34,15 @@ PERIODIC_KEPT = 2
 """How many periodic checkpoints a run keeps (the newest), across resumes too."""
 
 
-def create_checkpoint_callbacks(run_dir: Path, every_n_steps: int) -> list[Callback]:
-    """Save ``step=NNNNNN.ckpt`` and ``last.ckpt`` every ``every_n_steps`` outer steps."""
-    return [OuterStepCheckpoints(RunFolder(run_dir), every_n_steps)]
+def create_checkpoint_callbacks(
+    run_dir: Path, every_n_steps: int, best_window: int | None = None
+) -> list[Callback]:
+    """Save ``step=NNNNNN.ckpt`` and ``last.ckpt`` every ``every_n_steps`` outer steps, and with
+    ``best_window``, ``best.ckpt`` at the best window mean of the training return (first in
+    the list: its state must be up to date when the others save)."""
+    run = RunFolder(run_dir)
+    best: list[Callback] = [] if best_window is None else [BestCheckpoint(run, best_window)]
+    return [*best, OuterStepCheckpoints(run, every_n_steps)]
 
 
 def _outer_step(pl_module: L.LightningModule) -> int:
@@ -170,6 +177,30 @@ def find_resume_checkpoint(run_dir: Path, explicit: Path | None = None) -> Path:
         )
     read_checkpoint(candidates[0])
     return candidates[0]
+
+
+CHECKPOINT_NAMES = ("last", "best")
+"""Names that ``--checkpoint`` accepts for the run's own ``last.ckpt`` and ``best.ckpt``."""
+
+
+def named_checkpoint(run_dir: Path, checkpoint: Path | str | None) -> Path | None:
+    """Return ``checkpoint``, with ``last`` and ``best`` (not files here) read as the run's own.
+
+    Raises:
+        CheckpointError: ``best`` was asked for, but the run has no ``best.ckpt``.
+    """
+    if checkpoint is None or str(checkpoint) not in CHECKPOINT_NAMES or Path(checkpoint).exists():
+        return None if checkpoint is None else Path(checkpoint)
+    run = RunFolder(run_dir)
+    if str(checkpoint) == "last":
+        return run.last_checkpoint
+    if not run.best_checkpoint.is_file():
+        raise CheckpointError(
+            f"{run_dir} has no {run.best_checkpoint.name}: the run was trained without "
+            "trainer.keep_best=true, or no window of trainer.best_window outer steps has ended "
+            f"yet (resume it with `metods train --resume {run_dir} trainer.keep_best=true`)"
+        )
+    return run.best_checkpoint
 
 
 def _start_again(run_dir: Path) -> str:

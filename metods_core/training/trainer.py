@@ -137,7 +137,11 @@ def create_trainer(recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] 
         logger=create_loggers(recipe, run_dir, rank_zero=_global_rank() == 0),
         plugins=[AtomicCheckpointIO()],  # atomic writes, weights_only=True restores
         callbacks=[
-            *create_checkpoint_callbacks(run_dir, config.checkpoint_every_n_steps),
+            *create_checkpoint_callbacks(
+                run_dir,
+                config.checkpoint_every_n_steps,
+                config.best_window if config.keep_best else None,
+            ),
             OuterStepProgressBar(config.max_steps, refresh_rate=config.log_every_n_steps),
             *callbacks,
         ],

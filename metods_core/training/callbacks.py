@@ -1,0 +1,89 @@
+"""Keep the checkpoint of the best training return (``trainer.keep_best``) beside the last one."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from metods_core.errors import MetodsError
+from metods_core.run_folder import RunFolder
+
+BEST_METRIC = "train/episode_reward"
+"""The logged training return that ``BestCheckpoint`` smooths and compares."""
+
+
+class BestCheckpoint(Callback):
+    """Save ``best.ckpt`` whenever the training return, averaged over a window, is the best yet.
+
+    The outer steps are cut into consecutive windows of ``window`` steps (steps 1..w, w+1..2w,
+    ...); at the end of each window, the mean of the logged training return over it (averaged
+    over the processes of a multi-device run, so that every rank takes the same decision) is
+    compared with the best window mean so far, and if higher, the checkpoint of that moment is
+    written as :attr:`RunFolder.best_checkpoint` (atomically, by the Trainer's checkpoint I/O).
+    The best score and the partial window are this callback's state, saved in every checkpoint
+    (Lightning's callback state), so a resumed run keeps them. It must run before
+    ``OuterStepCheckpoints`` in the Trainer's callbacks, so that a checkpoint saved at the end
+    of a window carries the updated state.
+
+    Args:
+        run: the run folder.
+        window: outer steps per window (at least 1).
+    """
+
+    def __init__(self, run: RunFolder, window: int) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self.run = run
+        self.window = window
+        self.best = -math.inf
+        """The best window mean so far (-inf before the first window ends)."""
+        self.best_step = -1
+        """The outer step at which ``best.ckpt`` was saved (-1: none yet)."""
+        self._sum: torch.Tensor | None = None
+        self._count = 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        """Add this outer step's return to the window; at its end, save if it is the best."""
+        value = trainer.callback_metrics.get(BEST_METRIC)
+        if value is None:
+            raise MetodsError(
+                f"trainer.keep_best needs the training return '{BEST_METRIC}', which this "
+                "meta-optimizer does not log; set trainer.keep_best=false"
+            )
+        value = value.detach().to(torch.float64)
+        self._sum = value if self._sum is None else self._sum + value.to(self._sum.device)
+        self._count += 1
+        step = int(getattr(pl_module, "outer_step", 0))
+        if step % self.window != 0:
+            return
+        mean = trainer.strategy.reduce(self._sum / self._count, reduce_op="mean")
+        score = float(mean)  # one host sync per window
+        self._sum, self._count = None, 0
+        if math.isfinite(score) and score > self.best:
+            self.best, self.best_step = score, step
+            trainer.save_checkpoint(self.run.best_checkpoint, weights_only=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best score, its step and the partial window (plain numbers, safe to load)."""
+        partial = 0.0 if self._sum is None else float(self._sum)
+        return {
+            "window": self.window,
+            "best": self.best,
+            "best_step": self.best_step,
+            "sum": partial,
+            "count": self._count,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the best score; the partial window too, if the window length is unchanged."""
+        self.best = float(state_dict["best"])
+        self.best_step = int(state_dict["best_step"])
+        if int(state_dict.get("window", -1)) == self.window and int(state_dict["count"]) > 0:
+            self._sum = torch.tensor(float(state_dict["sum"]), dtype=torch.float64)
+            self._count = int(state_dict["count"])
