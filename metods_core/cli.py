@@ -140,6 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(handler=_evaluate)
 
+    impairment = commands.add_parser(
+        "impairment",
+        help="evaluate MuJoCo runs intact and with each actuator disabled; write the table",
+        description="Evaluate each run intact and with each actuator disabled in turn "
+        "(task.impair_actuator=K), then write the table: the returns, the paper's normalised "
+        "score (by the best run in each condition) and impaired / intact of each run.",
+    )
+    impairment.add_argument("runs", metavar="RUN_DIR", type=Path, nargs="+")
+    impairment.add_argument(
+        "--episodes", type=int, help="held-out lifetimes per condition (default: recipe's)"
+    )
+    impairment.add_argument(
+        "--checkpoint",
+        choices=["last", "best"],
+        default="last",
+        help="each run's last.ckpt (default) or best.ckpt",
+    )
+    impairment.add_argument("--out", type=Path, help="also write the Markdown table here")
+    impairment.add_argument("--json", action="store_true", help="print the table as JSON")
+    impairment.set_defaults(handler=_impairment)
+
     ablate = commands.add_parser(
         "ablate",
         help="train and evaluate a grid of recipe variants over seeds; tabulate and plot",
@@ -255,6 +276,20 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result, default=_jsonable))
     else:
         print(format_table(result))
+    return 0
+
+
+def _impairment(args: argparse.Namespace) -> int:
+    from metods_core.impairment import format_markdown, impairment_table
+    from metods_core.training.atomic import write_text_atomic
+
+    if args.episodes is not None and args.episodes < 1:
+        raise MetodsError(f"impairment: --episodes must be at least 1, got {args.episodes}")
+    table = impairment_table(args.runs, args.episodes, args.checkpoint)
+    markdown = format_markdown(table)
+    if args.out is not None:
+        write_text_atomic(args.out, markdown)
+    print(json.dumps(table) if args.json else markdown, end="\n" if args.json else "")
     return 0
 
 

@@ -1,0 +1,128 @@
+"""The robot-impairment table: each run evaluated intact and with each actuator disabled in turn.
+
+The MetODS paper's test (Chalvidal et al. 2022, Fig. 6): a policy meta-trained on the intact
+robot is meta-tested with one actuator giving no torque (``task.impair_actuator=K``), which it
+never saw in training. For each run and each condition (intact, K = 0 .. A-1) the table gives
+the mean held-out return and its 95 % CI; then
+
+- ``normalised``: the paper's score, each condition's return divided by the best return of any
+  compared run in that condition, averaged over the A impaired conditions (1.0: the best policy
+  under every impairment). Undefined (``None``) in a condition whose best return is not positive.
+- ``impaired / intact``: the run's mean impaired return divided by its own intact return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from metods_core.components import create_task_sampler
+from metods_core.errors import MetodsError
+from metods_core.evaluation import evaluate_run
+from metods_core.training.run_dir import read_run_recipe
+
+IMPAIR_FIELD = "impair_actuator"
+"""The task Config field that disables one actuator (the MuJoCo task families have it)."""
+
+
+def actuator_count(run_dir: Path) -> tuple[str, int]:
+    """Return the run's task name and its number of actuators.
+
+    Raises:
+        MetodsError: the run's task has no ``impair_actuator`` field (not a MuJoCo run).
+    """
+    recipe = read_run_recipe(run_dir)
+    if IMPAIR_FIELD not in type(recipe.task.config).model_fields:
+        raise MetodsError(
+            f"{run_dir} is a run of task '{recipe.task.name}', which has no actuators to "
+            f"disable (no task.{IMPAIR_FIELD} field); the impairment table needs a MuJoCo run "
+            "(cheetah_dir, cheetah_vel, ant_dir)"
+        )
+    shape = create_task_sampler(recipe).action_space.shape
+    assert shape is not None and len(shape) == 1
+    return recipe.task.name, int(shape[0])
+
+
+def _ratio(value: float, reference: float) -> float | None:
+    return value / reference if reference > 0 else None
+
+
+def impairment_table(
+    runs: Sequence[Path],
+    episodes: int | None = None,
+    checkpoint: str | None = None,
+    greedy: bool | None = None,
+) -> dict[str, Any]:
+    """Evaluate every run intact and with each actuator disabled; return the table's data.
+
+    Each evaluation is ``metods evaluate`` (its JSON is written in the run folder, tagged with
+    the override). Returns ``{"actuators": A, "task": name, "runs": [{"run", "intact",
+    "intact_ci95", "impaired": [A], "impaired_ci95": [A], "mean_impaired",
+    "impaired_over_intact", "normalised", "normalised_by_condition": [A]}]}``.
+
+    Raises:
+        MetodsError: no runs, a run that is not a MuJoCo run, or runs of different robots.
+    """
+    if not runs:
+        raise MetodsError("impairment: give at least one run folder")
+    found = {Path(run): actuator_count(Path(run)) for run in runs}
+    if len({count for _, count in found.values()}) > 1:
+        described = ", ".join(f"{run} ({task}, {n})" for run, (task, n) in found.items())
+        raise MetodsError(f"impairment: the runs have different numbers of actuators: {described}")
+    task, actuators = next(iter(found.values()))
+    rows = []
+    for run in found:
+        conditions: list[list[str]] = [
+            [],
+            *([f"task.{IMPAIR_FIELD}={k}"] for k in range(actuators)),
+        ]
+        results = [evaluate_run(run, episodes, c, greedy, checkpoint) for c in conditions]
+        rows.append(
+            {
+                "run": str(run),
+                "intact": results[0]["mean_reward"],
+                "intact_ci95": results[0]["mean_reward_ci95"],
+                "impaired": [r["mean_reward"] for r in results[1:]],
+                "impaired_ci95": [r["mean_reward_ci95"] for r in results[1:]],
+            }
+        )
+    best = [max(row["impaired"][k] for row in rows) for k in range(actuators)]
+    best_intact = max(row["intact"] for row in rows)
+    for row in rows:
+        row["mean_impaired"] = sum(row["impaired"]) / actuators
+        row["impaired_over_intact"] = _ratio(row["mean_impaired"], row["intact"])
+        row["normalised_intact"] = _ratio(row["intact"], best_intact)
+        scores = [_ratio(row["impaired"][k], best[k]) for k in range(actuators)]
+        row["normalised_by_condition"] = scores
+        defined = [score for score in scores if score is not None]
+        row["normalised"] = sum(defined) / len(defined) if len(defined) == actuators else None
+    return {"task": task, "actuators": actuators, "checkpoint": checkpoint or "last", "runs": rows}
+
+
+def _cell(value: float | None, ci: float | None = None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.1f} ± {ci:.1f}" if ci is not None else f"{value:.2f}"
+
+
+def format_markdown(table: dict[str, Any]) -> str:
+    """Return the table as Markdown: returns per condition, then the two scores."""
+    actuators = table["actuators"]
+    head = ["run", "intact", *[f"K = {k}" for k in range(actuators)]]
+    head += ["mean impaired", "impaired / intact", "normalised (paper)"]
+    lines = [
+        f"Impairment table: {table['task']}, checkpoint {table['checkpoint']} (mean held-out "
+        "return ± 95 % CI; K: the disabled actuator; normalised: each impaired return divided "
+        "by the best run's in that condition, averaged over K)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for row in table["runs"]:
+        cells = [row["run"], _cell(row["intact"], row["intact_ci95"])]
+        cells += [_cell(v, c) for v, c in zip(row["impaired"], row["impaired_ci95"], strict=True)]
+        cells += [f"{row['mean_impaired']:.1f}", _cell(row["impaired_over_intact"])]
+        cells += [_cell(row["normalised"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

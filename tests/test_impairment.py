@@ -1,0 +1,114 @@
+"""`metods impairment`: MuJoCo runs evaluated intact and with each actuator disabled, the
+paper's normalised score and impaired / intact; a run without actuators is one clear error."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import metods_core.impairment as impairment
+from metods_core.cli import main
+from metods_core.recipe import load_recipe
+from metods_core.run_folder import RunFolder
+from metods_core.training import train_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+TINY = [
+    "trainer.max_steps=1",
+    "data.batch_tasks=2",
+    "trainer.compile=false",
+    "trainer.num_threads=1",
+    "logger.wandb.mode=disabled",
+    "evaluation.episodes=2",
+    "evaluation.batch_tasks=2",
+]
+needs_mujoco = pytest.mark.skipif(
+    importlib.util.find_spec("mujoco") is None, reason="needs the MuJoCo extra"
+)
+
+
+@pytest.fixture(scope="module")
+def cheetah_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """MetODS and LSTM on cheetah_dir, one outer step of 5-step lifetimes each."""
+    root = tmp_path_factory.mktemp("impairment")
+    runs = []
+    for name in ("cheetah_dir_metods", "cheetah_dir_lstm"):
+        recipe = load_recipe(RECIPES / "mujoco" / f"{name}.yaml", [*TINY, "task.episode_steps=5"])
+        runs.append(train_recipe(recipe, root / name))
+    return runs
+
+
+@needs_mujoco
+@pytest.mark.slow  # 14 evaluations and two trainings: ~15 s on a shared 2-core machine
+def test_table_of_two_cheetah_runs(
+    cheetah_runs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every condition is evaluated and written in the run; the scores follow from those files."""
+    out = tmp_path / "table.md"
+    argv = ["impairment", *map(str, cheetah_runs), "--out", str(out), "--json"]
+    assert main(argv) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert table["actuators"] == 6 and len(table["runs"]) == 2
+    returns = []
+    for run in cheetah_runs:
+        folder = RunFolder(run)
+        tags = [""] + [f"-task.impair_actuator={k}" for k in range(6)]
+        returns.append(
+            [json.loads(folder.evaluation(tag).read_text())["mean_reward"] for tag in tags]
+        )
+    for row, own in zip(table["runs"], returns, strict=True):
+        assert row["intact"] == pytest.approx(own[0])
+        assert row["impaired"] == pytest.approx(own[1:])
+        mean_impaired = sum(own[1:]) / 6
+        assert row["mean_impaired"] == pytest.approx(mean_impaired)
+        expected = mean_impaired / own[0] if own[0] > 0 else None
+        assert row["impaired_over_intact"] == pytest.approx(expected)
+        for k in range(6):
+            best = max(other[k + 1] for other in returns)
+            score = own[k + 1] / best if best > 0 else None
+            assert row["normalised_by_condition"][k] == pytest.approx(score)
+    markdown = out.read_text()
+    assert "| K = 5 |" in markdown and all(str(run) in markdown for run in cheetah_runs)
+
+
+def test_normalisation_by_the_best_run_in_each_condition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Known returns: scores divide by each condition's best run; a non-positive best is None."""
+    returns = {
+        "a": {"": 200.0, "0": 100.0, "1": 50.0},
+        "b": {"": 100.0, "0": 80.0, "1": -10.0},
+    }
+
+    def fake_evaluate(run: Path, episodes: Any, overrides: list[str], *rest: Any) -> dict:
+        key = overrides[0].rsplit("=", 1)[1] if overrides else ""
+        return {"mean_reward": returns[str(run)][key], "mean_reward_ci95": 1.0}
+
+    monkeypatch.setattr(impairment, "actuator_count", lambda run: ("cheetah_dir", 2))
+    monkeypatch.setattr(impairment, "evaluate_run", fake_evaluate)
+    table = impairment.impairment_table([Path("a"), Path("b")])
+    a, b = table["runs"]
+    assert a["normalised_by_condition"] == [1.0, 1.0] and a["normalised"] == 1.0
+    assert b["normalised_by_condition"] == [0.8, -0.2] and b["normalised"] == pytest.approx(0.3)
+    assert a["impaired_over_intact"] == 75.0 / 200 and b["impaired_over_intact"] == 35.0 / 100
+    assert b["normalised_intact"] == 0.5
+    returns["a"]["1"] = returns["b"]["1"] = -5.0
+    a, b = impairment.impairment_table([Path("a"), Path("b")])["runs"]
+    assert a["normalised_by_condition"][1] is None and a["normalised"] is None
+
+
+def test_a_run_without_actuators_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Harlow run: exit 2, one line naming the run, its task and what is needed."""
+    harlow = load_recipe(
+        RECIPES / "harlow" / "metods.yaml", [*TINY, "plasticity.recursion_steps=1"]
+    )
+    run = train_recipe(harlow, tmp_path / "harlow")
+    capsys.readouterr()
+    assert main(["impairment", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "harlow" in err and "MuJoCo" in err and "Traceback" not in err
+    assert not list(run.glob("evaluation*.json"))
