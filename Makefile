@@ -14,7 +14,7 @@ RUN_DIR ?= runs/harlow-metods
 # multi-GB CUDA build (see docs/install.md).
 $(STAMP): pyproject.toml plugins/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "torch==2.13.0" -e ".[test,docs]" -e "./plugins[mujoco]"
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" -e ".[test,docs]" -e "./plugins[mujoco,metaworld]"
 	touch $(STAMP)
 
 setup: $(STAMP)

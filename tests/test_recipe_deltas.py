@@ -15,6 +15,7 @@ from metods_core.registry import load_plugin
 ROOT = Path(__file__).resolve().parents[1]
 BASES = {"recipes/harlow/metods.yaml", "recipes/maze/metods.yaml"}
 BASES |= {"recipes/mujoco/cheetah_dir_metods.yaml", "recipes/mujoco/ant_dir_metods.yaml"}
+BASES |= {"recipes/metaworld/ml1_reach_metods.yaml"}
 RECIPES = sorted(
     str(p.relative_to(ROOT))
     for p in (ROOT / "recipes").rglob("*.yaml")

@@ -1,0 +1,170 @@
+"""A batch of Meta-World simulators, one per task, stepped as lifetimes of rollouts.
+
+``MetaWorldSimulators`` builds Meta-World environments once per process, per task class, and
+lends idle ones to each new batched env (given back by ``close()``); a lent simulator is set to
+its task with Meta-World's own ``set_task`` and reseeded, so a reused simulator lives exactly
+the lifetime a new one would.
+
+``MetaWorldBatchedEnv`` steps them behind the torch ``BatchedEnv`` API. A lifetime is
+``rollouts`` rollouts of ``rollout_steps`` steps of the same task. On the last step of a rollout
+``info["episode_boundary"]`` is set and, unless the lifetime is over, every simulator is reset
+(Meta-World's reset puts the robot and objects back at the task's fixed start; the goal stays):
+the agent keeps its synapses across the boundary. The last step of the lifetime is
+``truncated``; Meta-World never terminates (success does not end a rollout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from metods_core import BatchedEnv
+
+
+class MetaWorldSimulators:
+    """Idle Meta-World environments by task class; ``acquire`` lends one per task."""
+
+    def __init__(self, build: Callable[[str], Any]) -> None:
+        self.build = build
+        self._idle: dict[str, list[Any]] = {}
+        self.built = 0
+        """How many simulators this pool has built (for tests and benchmarks)."""
+
+    def acquire(self, env_names: list[str]) -> list[Any]:
+        """Lend one simulator of each class in ``env_names`` (building those not idle)."""
+        lent = []
+        for name in env_names:
+            idle = self._idle.get(name)
+            if idle:
+                lent.append(idle.pop())
+            else:
+                lent.append(self.build(name))
+                self.built += 1
+        return lent
+
+    def release(self, env_names: list[str], simulators: list[Any]) -> None:
+        """Take back lent simulators; each is set to a task and reset before its next use."""
+        for name, simulator in zip(env_names, simulators, strict=True):
+            self._idle.setdefault(name, []).append(simulator)
+
+
+class MetaWorldBatchedEnv(BatchedEnv):
+    """Meta-World simulators, one per task, as a torch ``BatchedEnv`` (see the module doc)."""
+
+    def __init__(
+        self,
+        pool: MetaWorldSimulators,
+        env_names: list[str],
+        tasks: list[Any],
+        seeds: list[int],
+        rollout_steps: int,
+        rollouts: int,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Box,
+        device: torch.device,
+    ) -> None:
+        self.pool = pool
+        self.env_names = env_names
+        self.simulators: list[Any] | None = pool.acquire(env_names)
+        self.tasks = tasks
+        self.seeds = seeds
+        self.num_envs = len(env_names)
+        self.rollout_steps = rollout_steps
+        self.rollouts = rollouts
+        self.lifetime_steps = rollout_steps * rollouts
+        self.single_observation_space = observation_space
+        self.single_action_space = action_space
+        self.device = device
+        self._low = np.asarray(observation_space.low, dtype=np.float64)
+        self._high = np.asarray(observation_space.high, dtype=np.float64)
+        self.steps = 0
+        self.rewards = np.zeros((self.num_envs, self.lifetime_steps), dtype=np.float32)
+        self.successes = np.zeros((self.num_envs, self.lifetime_steps), dtype=bool)
+        self._observation = torch.zeros(self.num_envs, *observation_space.shape, device=device)
+
+    def _lent(self) -> list[Any]:
+        if self.simulators is None:
+            raise RuntimeError("this Meta-World env was closed; build a new one with make_env")
+        return self.simulators
+
+    def _reset_all(self) -> np.ndarray:
+        rows = [simulator.reset()[0] for simulator in self._lent()]
+        return np.clip(np.stack(rows), self._low, self._high)
+
+    def _to_tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
+
+    def reset(self) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Set every simulator to its task, seed it from the task batch and reset it."""
+        for simulator, task, seed in zip(self._lent(), self.tasks, self.seeds, strict=True):
+            simulator.set_task(task)
+            simulator.seed(seed)
+        self.steps = 0
+        self.rewards = np.full((self.num_envs, self.lifetime_steps), np.nan, dtype=np.float32)
+        self.successes = np.zeros((self.num_envs, self.lifetime_steps), dtype=bool)
+        self._observation = self._to_tensor(self._reset_all())
+        return self._observation, {}
+
+    def step(
+        self, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Step every simulator once; reset them all at a rollout boundary (see module doc)."""
+        flags = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        if self.steps >= self.lifetime_steps:  # the lifetime is over: nothing moves any more
+            zeros = torch.zeros(self.num_envs, device=self.device)
+            info = {"episode_boundary": flags.clone()}
+            return self._observation, zeros, flags, torch.ones_like(flags), info
+        actions = action.detach().to("cpu", torch.float32).numpy().reshape(self.num_envs, -1)
+        actions = np.clip(actions, -1.0, 1.0)
+        rows = []
+        for i, simulator in enumerate(self._lent()):
+            observation, reward, _, _, info = simulator.step(actions[i])
+            rows.append(observation)
+            self.rewards[i, self.steps] = reward
+            self.successes[i, self.steps] = bool(info["success"])
+        reward_now = self._to_tensor(self.rewards[:, self.steps])
+        self.steps += 1
+        boundary = self.steps % self.rollout_steps == 0
+        if boundary and self.steps < self.lifetime_steps:
+            self._observation = self._to_tensor(self._reset_all())
+        else:
+            self._observation = self._to_tensor(np.clip(np.stack(rows), self._low, self._high))
+        truncated = torch.full_like(flags, self.steps == self.lifetime_steps)
+        info = {"episode_boundary": torch.full_like(flags, boundary)}
+        return self._observation, reward_now, flags, truncated, info
+
+    def lifetime_metrics(self) -> dict[str, torch.Tensor]:
+        """Return return and success of the lifetimes so far, each ``(batch,)`` or per rollout.
+
+        A rollout succeeds if Meta-World's ``info["success"]`` is set at any of its steps.
+        ``success`` is the fraction of the lifetime's rollouts that succeeded;
+        ``success/rollout_k`` (k = 0 .. rollouts - 1) and the curve ``success_by_rollout``
+        ``(batch, rollouts)`` say it per rollout index (NaN for rollouts not started);
+        ``return_by_rollout`` ``(batch, rollouts)`` is each rollout's return.
+        """
+        shape = (self.num_envs, self.rollouts, self.rollout_steps)
+        taken = np.nan_to_num(self.rewards, nan=0.0)
+        started = np.arange(self.rollouts) * self.rollout_steps < self.steps
+        by_rollout: np.ndarray = np.asarray(self.successes.reshape(shape).any(axis=2), np.float32)
+        by_rollout[:, ~started] = np.nan
+        metrics = {
+            "episode_reward": self._to_tensor(taken.sum(axis=1)),
+            "return_by_rollout": self._to_tensor(taken.reshape(shape).sum(axis=2)),
+            "success": self._to_tensor(np.nan_to_num(by_rollout[:, started]).mean(axis=1))
+            if started.any()
+            else torch.zeros(self.num_envs, device=self.device),
+            "success_by_rollout": self._to_tensor(by_rollout),
+        }
+        for k in range(self.rollouts):
+            metrics[f"success/rollout_{k}"] = self._to_tensor(by_rollout[:, k])
+        return metrics
+
+    def close(self) -> None:
+        """Give the simulators back to the pool (for the next batch of tasks)."""
+        if self.simulators is not None:
+            self.pool.release(self.env_names, self.simulators)
+            self.simulators = None

@@ -1,0 +1,190 @@
+"""Meta-World manipulation benchmarks ML1 and ML10 (Yu et al. 2019; metaworld 3.1.1, an optional
+extra), the MetODS paper's Meta-World setting.
+
+- ``metaworld_ml1``: one task class (``env_name``: reach-v3, push-v3, pick-place-v3, ...); the
+  train and test splits are the benchmark's own 50 train and 50 test goal positions
+  (``metaworld.ML1(env_name, seed)``).
+- ``metaworld_ml10``: the benchmark's 10 train task classes (50 goals each) for training and its
+  5 held-out classes (50 goals each) for the test split (``metaworld.ML10(seed)``).
+
+The goal is hidden from the observation (Meta-World's ML setting: 39 numbers, the last three
+zero); the agent must find it from the reward. A lifetime is ``rollouts`` rollouts of
+``rollout_steps`` steps of one task (the paper: 10 x 500), with the synapses kept across rollouts
+and the boundary told to the agent (``info["episode_boundary"]``). Rewards are Meta-World's own,
+of ``reward_function_version`` (v2, in [0, 10] per step, by default). Metrics: ``success`` (the
+fraction of a lifetime's rollouts that reach Meta-World's success at any step),
+``success/rollout_k`` per rollout index, and the return.
+
+``sample`` draws task indices into the split's task list, so a task batch is a few integers;
+the benchmark's task lists are built once per process (``benchmark_seed`` fixes Meta-World's
+goal draw). ``metaworld`` is imported when a sampler is built, never at import: without it,
+building one raises ``MetodsError`` with the install hint
+``pip install "metods-plugins[metaworld]"``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from types import ModuleType
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from pydantic import Field
+
+from metods_core import ComponentConfig, MetodsError, Split, TaskBatch, TaskSampler
+from metods_plugins.tasks.metaworld_env import MetaWorldBatchedEnv, MetaWorldSimulators
+
+INSTALL_HINT = 'pip install "metods-plugins[metaworld]"'
+
+
+def require_metaworld() -> ModuleType:
+    """Import and return ``metaworld``, or raise ``MetodsError`` with the install hint."""
+    try:
+        return importlib.import_module("metaworld")
+    except ImportError as error:
+        raise MetodsError(
+            f"the Meta-World tasks need the optional dependency 'metaworld' ({error}); "
+            f"install it with: {INSTALL_HINT}"
+        ) from None
+
+
+@lru_cache(maxsize=8)
+def _benchmark(kind: str, env_name: str, seed: int) -> Any:
+    """Build Meta-World's benchmark once per process (it draws 50 goals per class)."""
+    metaworld = require_metaworld()
+    if kind == "ml1":
+        if env_name not in metaworld.ML1.ENV_NAMES:
+            raise MetodsError(f"env_name {env_name!r} is not a Meta-World v3 task")
+        return metaworld.ML1(env_name, seed=seed)
+    return metaworld.ML10(seed=seed)
+
+
+def _build_simulator(reward_function_version: str, rollout_steps: int, env_name: str) -> Any:
+    """Build one Meta-World environment of class ``env_name`` whose rollouts last
+    ``rollout_steps`` steps (it needs ``set_task`` before its first reset)."""
+    classes = require_metaworld().env_dict.ALL_V3_ENVIRONMENTS
+    simulator = classes[env_name](reward_function_version=reward_function_version)
+    simulator.max_path_length = rollout_steps
+    return simulator
+
+
+@lru_cache(maxsize=8)
+def _simulators(reward_function_version: str, rollout_steps: int) -> MetaWorldSimulators:
+    """The process's pool of simulators of one reward version and rollout length, shared by
+    every sampler built with them (a lent simulator is never lent twice)."""
+    return MetaWorldSimulators(partial(_build_simulator, reward_function_version, rollout_steps))
+
+
+@dataclass
+class MetaWorldTaskBatch(TaskBatch):
+    """Meta-World tasks: ``task_id`` ``(batch,)`` int64, an index into the sampler's ``tasks``
+    (the benchmark's train tasks, then its test tasks)."""
+
+    task_id: torch.Tensor
+
+
+class _MetaWorldTasks(TaskSampler):
+    """What ML1 and ML10 share; each names its benchmark."""
+
+    kind: str
+    observation_space: gym.spaces.Box
+    action_space: gym.spaces.Box
+
+    class Config(ComponentConfig):
+        """Parameters shared by the Meta-World benchmarks."""
+
+        rollout_steps: int = Field(500, ge=1)
+        """Steps per rollout (Meta-World and the paper: 500)."""
+        rollouts: int = Field(10, ge=1)
+        """Rollouts of the same task per lifetime (the paper: 10); the synapses persist."""
+        reward_function_version: Literal["v1", "v2"] = "v2"
+        """Meta-World 3's reward function version (v2: its default, in [0, 10] per step)."""
+        benchmark_seed: int = Field(0, ge=0)
+        """Seed of Meta-World's own goal draw, which fixes the benchmark's train and test tasks."""
+
+    config: Config
+
+    def __init__(self, config: Config) -> None:
+        require_metaworld()
+        self.config = config
+        benchmark = _benchmark(self.kind, getattr(config, "env_name", ""), config.benchmark_seed)
+        self.tasks: list[Any] = [*benchmark.train_tasks, *benchmark.test_tasks]
+        """Every task: the benchmark's train tasks, then its test tasks."""
+        self.split_range = {
+            "train": (0, len(benchmark.train_tasks)),
+            "test": (len(benchmark.train_tasks), len(self.tasks)),
+        }
+        self.train_class_names = sorted({task.env_name for task in benchmark.train_tasks})
+        self.test_class_names = sorted({task.env_name for task in benchmark.test_tasks})
+        self.simulators = _simulators(config.reward_function_version, config.rollout_steps)
+        probe = self.simulators.acquire([self.tasks[0].env_name])
+        space = probe[0].observation_space
+        self.simulators.release([self.tasks[0].env_name], probe)
+        self.observation_space = gym.spaces.Box(
+            np.asarray(space.low, np.float32), np.asarray(space.high, np.float32), dtype=np.float32
+        )
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self.lifetime_steps = config.rollout_steps * config.rollouts
+        self.episodes_per_lifetime = config.rollouts
+
+    def task_names(self, tasks: MetaWorldTaskBatch) -> list[str]:
+        """Return the Meta-World class of each task (``reach-v3``, ...)."""
+        return [self.tasks[int(i)].env_name for i in tasks.task_id.tolist()]
+
+    def sample(self, n: int, split: Split, generator: torch.Generator) -> MetaWorldTaskBatch:
+        """Draw ``n`` tasks of the benchmark's ``split`` (with replacement)."""
+        low, high = self.split_range[split]
+        task_id = torch.randint(low, high, (n,), generator=generator)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        return MetaWorldTaskBatch(size=n, split=split, seed=seed, task_id=task_id)
+
+    def make_env(self, tasks: TaskBatch) -> MetaWorldBatchedEnv:
+        """Lend one simulator per task from the sampler's pool (built on first use).
+
+        Each simulator is seeded from ``tasks.seed`` and its task's index among the base tasks,
+        so the tiled copies of ``tasks.repeat(k)`` share their randomness.
+        """
+        assert isinstance(tasks, MetaWorldTaskBatch)
+        base = tasks.size // tasks.copies
+        generator = torch.Generator().manual_seed(tasks.seed % 2**63)
+        base_seeds = torch.randint(0, 2**31, (base,), generator=generator).tolist()
+        ids = [int(i) for i in tasks.task_id.tolist()]
+        return MetaWorldBatchedEnv(
+            pool=self.simulators,
+            env_names=[self.tasks[i].env_name for i in ids],
+            tasks=[self.tasks[i] for i in ids],
+            seeds=[int(base_seeds[k % base]) for k in range(tasks.size)],
+            rollout_steps=self.config.rollout_steps,
+            rollouts=self.config.rollouts,
+            observation_space=self.observation_space,
+            action_space=self.action_space,
+            device=tasks.task_id.device,
+        )
+
+    def main_metric(self) -> str:
+        """Meta-World ranks agents by success rate."""
+        return "success"
+
+
+class MetaWorldML1Tasks(_MetaWorldTasks):
+    """ML1: the train and test goals of one Meta-World task class."""
+
+    kind = "ml1"
+
+    class Config(_MetaWorldTasks.Config):
+        """Parameters of ML1."""
+
+        env_name: str = "reach-v3"
+        """The Meta-World v3 task class (reach-v3, push-v3, pick-place-v3, ...)."""
+
+    config: Config
+
+
+class MetaWorldML10Tasks(_MetaWorldTasks):
+    """ML10: 10 train task classes; the test split is the 5 held-out classes."""
+
+    kind = "ml10"

@@ -1,0 +1,260 @@
+"""The Meta-World samplers: rollout boundaries, success semantics, the benchmark's splits, reuse
+of simulators, the install hint, conformance, and training through the real trainer."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from metods_plugins.tasks.metaworld_env import MetaWorldBatchedEnv, MetaWorldSimulators
+from metods_plugins.tasks.metaworld_tasks import (
+    INSTALL_HINT,
+    MetaWorldML1Tasks,
+    MetaWorldML10Tasks,
+    MetaWorldTaskBatch,
+)
+
+from metods_core.errors import MetodsError
+from metods_core.testing import check_task_sampler
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = {"rollout_steps": 10, "rollouts": 2}
+needs_metaworld = pytest.mark.skipif(
+    importlib.util.find_spec("metaworld") is None,
+    reason='needs the Meta-World extra: pip install "metods-plugins[metaworld]"',
+)
+
+
+class FakeSimulator:
+    """Stands in for a Meta-World env: reports success on the steps listed in ``successes``
+    (counted from its last reset) and rewards 1 per step."""
+
+    def __init__(self, successes: set[int]) -> None:
+        self.successes = successes
+        self.t = 0
+        self.resets = 0
+
+    def set_task(self, task: Any) -> None:
+        self.task = task
+
+    def seed(self, seed: int) -> None:
+        self.seed_value = seed
+
+    def reset(self) -> tuple[np.ndarray, dict[str, Any]]:
+        self.t, self.resets = 0, self.resets + 1
+        return np.full(3, -1.0), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self.t += 1
+        return np.full(3, float(self.t)), 1.0, False, False, {"success": self.t in self.successes}
+
+
+def fake_env(successes: list[set[int]], rollout_steps: int, rollouts: int) -> MetaWorldBatchedEnv:
+    simulators = iter([FakeSimulator(s) for s in successes])
+    pool = MetaWorldSimulators(lambda name: next(simulators))
+    space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    return MetaWorldBatchedEnv(
+        pool=pool,
+        env_names=["fake"] * len(successes),
+        tasks=[None] * len(successes),
+        seeds=[0] * len(successes),
+        rollout_steps=rollout_steps,
+        rollouts=rollouts,
+        observation_space=space,
+        action_space=gym.spaces.Box(-1.0, 1.0, (4,), np.float32),
+        device=torch.device("cpu"),
+    )
+
+
+def test_success_is_any_step_of_a_rollout_and_boundaries_reset() -> None:
+    """A rollout succeeds if success is reported at any of its steps (not only the last);
+    ``success`` is the fraction of successful rollouts; at each rollout boundary the simulators
+    restart and ``episode_boundary`` is set; only the last step is truncated."""
+    # Task 0 succeeds at step 2 of each rollout only; task 1 at the rollout's last step (4) only;
+    # task 2 never. With 3 rollouts of 4 steps each simulator restarts every 4 steps.
+    env = fake_env([{2}, {4}, set()], rollout_steps=4, rollouts=3)
+    first, _ = env.reset()
+    assert torch.equal(first, torch.full((3, 3), -1.0))
+    boundaries, truncations = [], []
+    for t in range(env.lifetime_steps):
+        observation, reward, terminated, truncated, info = env.step(torch.zeros(3, 4))
+        boundaries.append(bool(info["episode_boundary"].all()))
+        truncations.append(bool(truncated.all()))
+        assert not terminated.any() and torch.equal(reward, torch.ones(3))
+        expected = -1.0 if t in (3, 7) else float(t % 4 + 1)  # the next rollout's first obs
+        assert torch.equal(observation, torch.full((3, 3), expected))
+    assert boundaries == [False, False, False, True] * 3
+    assert truncations == [False] * 11 + [True]
+    assert [sim.resets for sim in env.simulators or []] == [3, 3, 3]
+    metrics = env.lifetime_metrics()
+    torch.testing.assert_close(metrics["success"], torch.tensor([1.0, 1.0, 0.0]))
+    for k in range(3):
+        torch.testing.assert_close(metrics[f"success/rollout_{k}"], torch.tensor([1.0, 1.0, 0.0]))
+    assert metrics["success_by_rollout"].shape == (3, 3)
+    torch.testing.assert_close(metrics["episode_reward"], torch.full((3,), 12.0))
+    torch.testing.assert_close(metrics["return_by_rollout"], torch.full((3, 3), 4.0))
+
+
+def test_success_rate_counts_rollouts_and_ignores_rollouts_not_started() -> None:
+    """Success in one rollout of two gives 0.5; before the second rollout starts, only the
+    first counts and the second rollout's entry is NaN."""
+    env = fake_env([{5}], rollout_steps=3, rollouts=2)  # step 5 of a 3-step rollout: never
+    env.reset()
+    for _ in range(3):
+        env.step(torch.zeros(1, 4))
+    env.simulators[0].successes = {1}  # type: ignore[index]  # succeed in the second rollout
+    partial = env.lifetime_metrics()
+    assert partial["success"].item() == 0.0 and math.isnan(partial["success/rollout_1"].item())
+    for _ in range(3):
+        env.step(torch.zeros(1, 4))
+    metrics = env.lifetime_metrics()
+    assert metrics["success"].item() == 0.5
+    assert metrics["success/rollout_0"].item() == 0.0 and metrics["success/rollout_1"].item() == 1
+
+
+def test_missing_metaworld_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the ``metaworld`` package, building a sampler raises MetodsError with the install
+    hint (importing the module does not need metaworld)."""
+    monkeypatch.setitem(sys.modules, "metaworld", None)  # makes `import metaworld` fail
+    for cls in (MetaWorldML1Tasks, MetaWorldML10Tasks):
+        with pytest.raises(MetodsError, match=r"pip install \"metods-plugins\[metaworld\]\""):
+            cls(cls.Config())
+    assert INSTALL_HINT == 'pip install "metods-plugins[metaworld]"'
+
+
+@needs_metaworld
+def test_unknown_env_name_is_refused() -> None:
+    with pytest.raises(MetodsError, match="not a Meta-World v3 task"):
+        MetaWorldML1Tasks(MetaWorldML1Tasks.Config(env_name="reach-v1"))
+
+
+def _reach_lifetime(env: MetaWorldBatchedEnv, steer: bool) -> None:
+    """Run ``env``'s lifetime moving each hand towards its (hidden) goal, or standing still."""
+    env.reset()
+    for _ in range(env.lifetime_steps):
+        action = torch.zeros(env.num_envs, 4)
+        if steer:
+            for i, sim in enumerate(env.simulators or []):
+                direction = (sim._target_pos - sim.tcp_center) * 100
+                action[i, :3] = torch.as_tensor(np.clip(direction, -1, 1), dtype=torch.float32)
+        env.step(action)
+
+
+@needs_metaworld
+def test_reaching_the_hidden_goal_succeeds_in_every_rollout() -> None:
+    """On real reach-v3 simulators, steering the hand to the goal succeeds in every rollout
+    (each rollout restarts the arm); standing still never does. The goal is hidden: the
+    observation's last three numbers are 0."""
+    sampler = MetaWorldML1Tasks(MetaWorldML1Tasks.Config(rollout_steps=80, rollouts=2))
+    tasks = sampler.sample(3, "test", torch.Generator().manual_seed(0))
+    env = sampler.make_env(tasks)
+    observation, _ = env.reset()
+    assert torch.equal(observation[:, 36:], torch.zeros(3, 3))
+    _reach_lifetime(env, steer=True)
+    steered = env.lifetime_metrics()
+    _reach_lifetime(env, steer=False)
+    still = env.lifetime_metrics()
+    env.close()
+    assert steered["success_by_rollout"].tolist() == [[1.0, 1.0]] * 3
+    assert still["success_by_rollout"].tolist() == [[0.0, 0.0]] * 3
+    assert (steered["episode_reward"] > still["episode_reward"]).all()
+
+
+@needs_metaworld
+def test_ml1_splits_are_the_benchmarks_train_and_test_goals() -> None:
+    """ML1's train split draws the benchmark's train goals, its test split the test goals."""
+    import metaworld
+
+    sampler = MetaWorldML1Tasks(MetaWorldML1Tasks.Config(env_name="push-v3", **TINY))
+    benchmark = metaworld.ML1("push-v3", seed=0)
+    for split, expected in (("train", benchmark.train_tasks), ("test", benchmark.test_tasks)):
+        tasks = sampler.sample(20, split, torch.Generator().manual_seed(1))
+        goals = {t.data for t in expected}
+        assert all(sampler.tasks[int(i)].data in goals for i in tasks.task_id)
+        assert set(sampler.task_names(tasks)) == {"push-v3"}
+
+
+@needs_metaworld
+def test_simulators_are_built_once_and_reused() -> None:
+    """A closed env gives its simulators back; the next env reuses them (set to the new tasks)
+    and lives exactly the lifetime a fresh sampler's simulators would."""
+    sampler = MetaWorldML1Tasks(MetaWorldML1Tasks.Config(rollout_steps=7, rollouts=2))
+    tasks = sampler.sample(2, "train", torch.Generator().manual_seed(0))
+    other = sampler.sample(2, "train", torch.Generator().manual_seed(5))
+
+    def rewards(batch: MetaWorldTaskBatch) -> torch.Tensor:
+        env = sampler.make_env(batch)
+        env.reset()
+        generator = torch.Generator().manual_seed(3)
+        steps = [env.step(torch.rand(2, 4, generator=generator) * 2 - 1)[1] for _ in range(14)]
+        env.close()
+        return torch.stack(steps)
+
+    first = rewards(tasks)
+    built = sampler.simulators.built
+    rewards(other)
+    assert torch.equal(rewards(tasks), first)
+    assert sampler.simulators.built == built
+
+
+@needs_metaworld
+@pytest.mark.slow
+def test_ml1_conformance() -> None:
+    """ML1 passes the task-sampler conformance suite with two short rollouts per lifetime."""
+    check_task_sampler(MetaWorldML1Tasks, **TINY)
+
+
+@needs_metaworld
+@pytest.mark.slow
+def test_ml10_conformance_and_class_split() -> None:
+    """ML10 conforms; its train split draws only the 10 train classes and its test split only
+    the 5 held-out classes, which no train task uses."""
+    check_task_sampler(MetaWorldML10Tasks, **TINY)
+    sampler = MetaWorldML10Tasks(MetaWorldML10Tasks.Config(**TINY))
+    assert len(sampler.train_class_names) == 10 and len(sampler.test_class_names) == 5
+    assert not set(sampler.train_class_names) & set(sampler.test_class_names)
+    generator = torch.Generator().manual_seed(0)
+    train = set(sampler.task_names(sampler.sample(200, "train", generator)))
+    test = set(sampler.task_names(sampler.sample(100, "test", generator)))
+    assert train == set(sampler.train_class_names) and test == set(sampler.test_class_names)
+
+
+def _train_tiny(recipe: str, tmp_path: Path, extra: list[str]) -> dict[str, Any]:
+    from metods_core.evaluation import evaluate_run
+    from metods_core.recipe import load_recipe
+    from metods_core.training import train_recipe
+
+    overrides = [
+        "task.rollout_steps=6",
+        "task.rollouts=2",
+        "data.batch_tasks=2",
+        "trainer.max_steps=2",
+        "trainer.accelerator=cpu",
+        "logger.wandb.mode=disabled",
+        *extra,
+    ]
+    run_dir = train_recipe(
+        load_recipe(ROOT / "recipes" / "metaworld" / recipe, overrides), tmp_path
+    )
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert "reward_function_version: v2" in (run_dir / "recipe.yaml").read_text()
+    return evaluate_run(run_dir, episodes=2, overrides=["evaluation.batch_tasks=2"])
+
+
+@needs_metaworld
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["ml1_reach_metods.yaml", "ml10_metods.yaml"])
+def test_each_sampler_trains_and_meta_tests(recipe: str, tmp_path: Path) -> None:
+    """Two outer steps through the real trainer, then a meta-test on held-out tasks that
+    reports success per rollout."""
+    summary = _train_tiny(recipe, tmp_path / "run", ["agent.hidden=8"])
+    assert summary["main_metric"] == "success"
+    assert len(summary["success_by_rollout"]) == 2
+    assert 0.0 <= summary["success"] <= 1.0 and math.isfinite(summary["mean_reward"])
