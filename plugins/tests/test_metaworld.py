@@ -1,12 +1,11 @@
 """The Meta-World samplers: rollout boundaries, success semantics, the benchmark's splits, reuse
-of simulators, the install hint, conformance, and training through the real trainer."""
+of simulators, the install hint (end to end: test_metaworld_training.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -22,9 +21,7 @@ from metods_plugins.tasks.metaworld_tasks import (
 )
 
 from metods_core.errors import MetodsError
-from metods_core.testing import check_task_sampler
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = {"rollout_steps": 10, "rollouts": 2}
 needs_metaworld = pytest.mark.skipif(
     importlib.util.find_spec("metaworld") is None,
@@ -202,59 +199,3 @@ def test_simulators_are_built_once_and_reused() -> None:
     rewards(other)
     assert torch.equal(rewards(tasks), first)
     assert sampler.simulators.built == built
-
-
-@needs_metaworld
-@pytest.mark.slow
-def test_ml1_conformance() -> None:
-    """ML1 passes the task-sampler conformance suite with two short rollouts per lifetime."""
-    check_task_sampler(MetaWorldML1Tasks, **TINY)
-
-
-@needs_metaworld
-@pytest.mark.slow
-def test_ml10_conformance_and_class_split() -> None:
-    """ML10 conforms; its train split draws only the 10 train classes and its test split only
-    the 5 held-out classes, which no train task uses."""
-    check_task_sampler(MetaWorldML10Tasks, **TINY)
-    sampler = MetaWorldML10Tasks(MetaWorldML10Tasks.Config(**TINY))
-    assert len(sampler.train_class_names) == 10 and len(sampler.test_class_names) == 5
-    assert not set(sampler.train_class_names) & set(sampler.test_class_names)
-    generator = torch.Generator().manual_seed(0)
-    train = set(sampler.task_names(sampler.sample(200, "train", generator)))
-    test = set(sampler.task_names(sampler.sample(100, "test", generator)))
-    assert train == set(sampler.train_class_names) and test == set(sampler.test_class_names)
-
-
-def _train_tiny(recipe: str, tmp_path: Path, extra: list[str]) -> dict[str, Any]:
-    from metods_core.evaluation import evaluate_run
-    from metods_core.recipe import load_recipe
-    from metods_core.training import train_recipe
-
-    overrides = [
-        "task.rollout_steps=6",
-        "task.rollouts=2",
-        "data.batch_tasks=2",
-        "trainer.max_steps=2",
-        "trainer.accelerator=cpu",
-        "logger.wandb.mode=disabled",
-        *extra,
-    ]
-    run_dir = train_recipe(
-        load_recipe(ROOT / "recipes" / "metaworld" / recipe, overrides), tmp_path
-    )
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert "reward_function_version: v2" in (run_dir / "recipe.yaml").read_text()
-    return evaluate_run(run_dir, episodes=2, overrides=["evaluation.batch_tasks=2"])
-
-
-@needs_metaworld
-@pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["ml1_reach_metods.yaml", "ml10_metods.yaml"])
-def test_each_sampler_trains_and_meta_tests(recipe: str, tmp_path: Path) -> None:
-    """Two outer steps through the real trainer, then a meta-test on held-out tasks that
-    reports success per rollout."""
-    summary = _train_tiny(recipe, tmp_path / "run", ["agent.hidden=8"])
-    assert summary["main_metric"] == "success"
-    assert len(summary["success_by_rollout"]) == 2
-    assert 0.0 <= summary["success"] <= 1.0 and math.isfinite(summary["mean_reward"])
