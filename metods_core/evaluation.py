@@ -24,6 +24,7 @@ from metods_core.rollout import run_lifetimes
 from metods_core.run_folder import RunFolder, metric_key
 from metods_core.statistics import mean_and_ci95
 from metods_core.training.atomic import write_text_atomic
+from metods_core.training.callbacks import restore_state, restore_task_state
 from metods_core.training.checkpoints import (
     find_resume_checkpoint,
     named_checkpoint,
@@ -59,9 +60,12 @@ def load_trained_agent(
     """Build the recipe's agent for ``sampler`` and load its parameters from ``checkpoint``.
 
     Only the agent is built: the meta-optimizer's state in the checkpoint is not needed here.
+    The sampler's own saved state (the MuJoCo observation statistics) is restored into it.
     """
     agent = create_agent(recipe, sampler)
-    state = read_checkpoint(checkpoint)["state_dict"]
+    loaded = read_checkpoint(checkpoint)
+    restore_task_state(sampler, loaded)  # e.g. the observation statistics of training
+    state = loaded["state_dict"]
     weights = {k[len(AGENT_PREFIX) :]: v for k, v in state.items() if k.startswith(AGENT_PREFIX)}
     try:
         agent.load_state_dict(weights)
@@ -196,6 +200,8 @@ def evaluate_run(
     summary = summarise(metrics)
     for condition, changes in sampler.evaluation_conditions().items():
         other = condition_sampler(recipe, condition, changes)
+        if callable(getattr(sampler, "state_dict", None)):
+            restore_state(other, {"sampler": sampler.state_dict()})  # type: ignore[attr-defined]
         extra = meta_test(agent, other, episodes, batch_tasks, greedy, recipe.seed)
         summary.update({f"{condition}/{k}": v for k, v in summarise(extra).items()})
     summary.update(

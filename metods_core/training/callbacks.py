@@ -87,3 +87,54 @@ class BestCheckpoint(Callback):
         if int(state_dict.get("window", -1)) == self.window and int(state_dict["count"]) > 0:
             self._sum = torch.tensor(float(state_dict["sum"]), dtype=torch.float64)
             self._count = int(state_dict["count"])
+
+
+class TaskState(Callback):
+    """Save the task sampler's own state in every checkpoint and restore it on resume.
+
+    A sampler with state (the MuJoCo tasks' running observation statistics) offers
+    ``state_dict()`` and ``load_state_dict(state)``; this callback stores that state as its
+    own (Lightning's callback state, plain data) and gives it back on resume. Evaluation reads
+    it with :func:`restore_task_state`. A sampler without these methods is left alone.
+    """
+
+    def __init__(self) -> None:
+        self.sampler: Any = None
+        self._pending: dict[str, Any] | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Find the module's task sampler (before any checkpoint is restored)."""
+        self.sampler = getattr(pl_module, "sampler", None)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Apply a state restored before the sampler was known."""
+        self.sampler = getattr(pl_module, "sampler", self.sampler)
+        if self._pending is not None:
+            self.load_state_dict(self._pending)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler's state (empty if it has none)."""
+        save = getattr(self.sampler, "state_dict", None)
+        return {"sampler": save()} if callable(save) else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Give the saved state back to the sampler (now, or once it is known)."""
+        if self.sampler is None:
+            self._pending = state_dict
+            return
+        self._pending = None
+        restore_state(self.sampler, state_dict)
+
+
+def restore_state(sampler: Any, state: dict[str, Any]) -> None:
+    """Give ``TaskState``'s saved ``state`` to ``sampler`` if both have one."""
+    load = getattr(sampler, "load_state_dict", None)
+    if callable(load) and "sampler" in state:
+        load(state["sampler"])
+
+
+def restore_task_state(sampler: Any, checkpoint: dict[str, Any]) -> None:
+    """Restore the task sampler's state saved in a loaded ``checkpoint`` (if any)."""
+    state = checkpoint.get("callbacks", {}).get(TaskState.__qualname__)
+    if state is not None:
+        restore_state(sampler, state)

@@ -20,7 +20,7 @@ from metods_core.training.atomic import (
     load_checkpoint_safely,
     temporary_path,
 )
-from metods_core.training.callbacks import BestCheckpoint
+from metods_core.training.callbacks import BestCheckpoint, TaskState
 
 
 class CheckpointError(MetodsError):
@@ -38,11 +38,12 @@ def create_checkpoint_callbacks(
     run_dir: Path, every_n_steps: int, best_window: int | None = None
 ) -> list[Callback]:
     """Save ``step=NNNNNN.ckpt`` and ``last.ckpt`` every ``every_n_steps`` outer steps, and with
-    ``best_window``, ``best.ckpt`` at the best window mean of the training return (first in
-    the list: its state must be up to date when the others save)."""
+    ``best_window``, ``best.ckpt`` at the best window mean of the training return (before
+    the others: its state must be up to date when they save); the task sampler's state is
+    saved in all of them (``TaskState``)."""
     run = RunFolder(run_dir)
     best: list[Callback] = [] if best_window is None else [BestCheckpoint(run, best_window)]
-    return [*best, OuterStepCheckpoints(run, every_n_steps)]
+    return [TaskState(), *best, OuterStepCheckpoints(run, every_n_steps)]
 
 
 def _outer_step(pl_module: L.LightningModule) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from metods_core import BatchedEnv
+from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
 from metods_plugins.tasks.simulator_pool import SimulatorPool
 
 RewardFn = Callable[[dict[str, Any]], np.ndarray]
@@ -43,6 +44,8 @@ class MuJoCoBatchedEnv(BatchedEnv):
         observation_space: gym.spaces.Box,
         action_space: gym.spaces.Box,
         device: torch.device,
+        normalizer: RunningObservationNormalizer | None = None,
+        update_normalizer: bool = False,
     ) -> None:
         self.pool = pool
         self.vector_env: gym.vector.VectorEnv | None = pool.acquire(num_envs)
@@ -55,6 +58,8 @@ class MuJoCoBatchedEnv(BatchedEnv):
         self.single_observation_space = observation_space
         self.single_action_space = action_space
         self.device = device
+        self.normalizer = normalizer
+        self.update_normalizer = update_normalizer
         self._low = np.asarray(action_space.low, dtype=np.float32)
         self._high = np.asarray(action_space.high, dtype=np.float32)
         self.steps = 0
@@ -63,6 +68,14 @@ class MuJoCoBatchedEnv(BatchedEnv):
 
     def _to_tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
+
+    def _observe(self, observation: np.ndarray) -> torch.Tensor:
+        """Return the agent's observation: normalised (training lifetimes update the stats)."""
+        if self.normalizer is not None:
+            if self.update_normalizer:
+                self.normalizer.update(observation)
+            observation = self.normalizer(observation)
+        return self._to_tensor(observation)
 
     @property
     def simulators(self) -> gym.vector.VectorEnv:
@@ -78,7 +91,7 @@ class MuJoCoBatchedEnv(BatchedEnv):
         self.rewards = torch.full(
             (self.num_envs, self.lifetime_steps), float("nan"), device=self.device
         )
-        self._observation = self._to_tensor(observation)
+        self._observation = self._observe(observation)
         return self._observation, {}
 
     def to_numpy_actions(self, action: torch.Tensor) -> np.ndarray:
@@ -112,7 +125,7 @@ class MuJoCoBatchedEnv(BatchedEnv):
         boundary = self.steps % self.episode_steps == 0
         if boundary and self.steps < self.lifetime_steps:
             observation, _ = self.simulators.reset()  # each sub-env continues its own RNG
-        self._observation = self._to_tensor(observation)
+        self._observation = self._observe(observation)
         truncated = torch.full_like(flags, self.steps == self.lifetime_steps)
         info = {"episode_boundary": torch.full_like(flags, boundary)}
         return self._observation, reward, flags, truncated, info

@@ -48,6 +48,7 @@ from pydantic import Field, model_validator
 
 from metods_core import ComponentConfig, MetodsError, Split, TaskBatch, TaskSampler
 from metods_plugins.tasks.mujoco_env import MuJoCoBatchedEnv
+from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
 from metods_plugins.tasks.simulator_pool import SimulatorPool, VectorStrategy
 
 INSTALL_HINT = 'pip install "metods-plugins[mujoco]"'
@@ -112,6 +113,10 @@ class _MuJoCoTasks(TaskSampler, abc.ABC):
         """Episodes of the same task per lifetime; the synapses persist across them."""
         impair_actuator: int | None = Field(None, ge=0)
         """Meta-test only: force this actuator's torque to 0 (robot impairment); None: intact."""
+        normalize_observations: bool = False
+        """Give the agent each observation standardised by the running mean and standard
+        deviation of the training lifetimes' observations (clipped to +-10; frozen at
+        meta-test; saved in the checkpoints). See ``mujoco_normalizer.py``."""
         vector_strategy: VectorStrategy = "sync"
         """``sync``: the simulators step one after another in this process; ``async``: one
         worker process per task (Gymnasium's AsyncVectorEnv), worth it only with spare cores."""
@@ -130,10 +135,23 @@ class _MuJoCoTasks(TaskSampler, abc.ABC):
             )
         self.lifetime_steps = config.episode_steps * config.episodes_per_lifetime
         self.episodes_per_lifetime = config.episodes_per_lifetime
+        dims = int(self.observation_space.shape[0])  # type: ignore[index]
+        self.normalizer = (
+            RunningObservationNormalizer(dims) if config.normalize_observations else None
+        )
         self.simulators = SimulatorPool(
             partial(make_mujoco_env, self.env_id, config.episode_steps, **self.env_kwargs),
             config.vector_strategy,
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The observation statistics (empty without ``normalize_observations``)."""
+        return {} if self.normalizer is None else {"observations": self.normalizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the observation statistics saved by ``state_dict`` (if any)."""
+        if self.normalizer is not None and "observations" in state:
+            self.normalizer.load_state_dict(state["observations"])
 
     @abc.abstractmethod
     def _draw_targets(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -166,6 +184,8 @@ class _MuJoCoTasks(TaskSampler, abc.ABC):
             episode_steps=self.config.episode_steps,
             episodes_per_lifetime=self.config.episodes_per_lifetime,
             impair_actuator=self.config.impair_actuator,
+            normalizer=self.normalizer,
+            update_normalizer=tasks.split == "train",
             observation_space=self.observation_space,
             action_space=self.action_space,
             device=tasks.target.device,

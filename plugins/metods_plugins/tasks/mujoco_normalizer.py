@@ -1,0 +1,70 @@
+"""Running observation normalisation for the MuJoCo tasks (``task.normalize_observations``).
+
+HalfCheetah's 17 observations span two orders of magnitude: under random actions their standard
+deviations range from 0.09 (root height) to 7.2 (joint velocities), so the first layer of the
+agent sees mostly velocities. The normaliser keeps the running mean and variance of every
+observation seen in *training* lifetimes (Chan et al.'s parallel update, float64) and gives the
+agent ``clip((o - mean) / sqrt(var + eps), -clip, clip)``, as Stable-Baselines3's VecNormalize.
+Meta-test lifetimes use the statistics frozen at the checkpoint. The statistics are the task
+sampler's state (``state_dict``/``load_state_dict``), saved in every checkpoint by
+``metods_core.training.callbacks.TaskState`` and restored by resume and evaluation. In a
+multi-process run each process keeps its own statistics; rank 0's are saved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class RunningObservationNormalizer:
+    """Running mean and variance of observations ``(dims,)``; normalises batches ``(B, dims)``.
+
+    Args:
+        dims: the observation's size.
+        clip: bound of the normalised values.
+        eps: added to the variance before the square root.
+    """
+
+    def __init__(self, dims: int, clip: float = 10.0, eps: float = 1e-8) -> None:
+        self.mean = np.zeros(dims, dtype=np.float64)
+        self.var = np.ones(dims, dtype=np.float64)
+        self.count = 0
+        self.clip = clip
+        self.eps = eps
+
+    def update(self, batch: np.ndarray) -> None:
+        """Merge the statistics of ``batch`` ``(B, dims)`` into the running ones."""
+        batch = np.asarray(batch, dtype=np.float64).reshape(-1, self.mean.shape[0])
+        n = batch.shape[0]
+        if n == 0:
+            return
+        mean, var = batch.mean(axis=0), batch.var(axis=0)
+        total = self.count + n
+        delta = mean - self.mean
+        m2 = self.var * self.count + var * n + delta**2 * self.count * n / total
+        self.mean = self.mean + delta * n / total
+        self.var = m2 / total
+        self.count = total
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Return ``batch`` ``(B, dims)`` normalised (float32); unchanged before any update."""
+        if self.count == 0:
+            return np.asarray(batch, dtype=np.float32)
+        scaled = (np.asarray(batch, dtype=np.float64) - self.mean) / np.sqrt(self.var + self.eps)
+        return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The statistics as plain lists and numbers (safe to load with ``weights_only``)."""
+        return {"count": self.count, "mean": self.mean.tolist(), "var": self.var.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore statistics saved by ``state_dict``."""
+        mean = np.asarray(state["mean"], dtype=np.float64)
+        if mean.shape != self.mean.shape:
+            raise ValueError(
+                f"observation statistics of size {mean.shape[0]} do not fit {self.mean.shape[0]}"
+            )
+        self.mean, self.var = mean, np.asarray(state["var"], dtype=np.float64)
+        self.count = int(state["count"])
