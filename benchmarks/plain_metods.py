@@ -50,7 +50,12 @@ class PlainMetODS(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One environment step: x ``(B, inputs)``, W ``(B, N, N)`` -> logits, value, new W."""
-        v = [torch.tanh(self.encoder(x))]
+        y, w = self.plastic_step(torch.tanh(self.encoder(x)), w)
+        return self.policy(y), self.value(y).squeeze(-1), w
+
+    def plastic_step(self, v0: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Algorithm 1: S read/write recursions from v(0) ``(B, N)`` and W ``(B, N, N)``."""
+        v = [v0]
         ws = [w]
         for s in range(1, self.recursions + 1):
             kappa, beta = self.kappa[s - 1], self.beta[s - 1]
@@ -64,7 +69,7 @@ class PlainMetODS(nn.Module):
                 w_new = w_new + beta[level] * ws[level]
             v.append(v_new)
             ws.append(w_new)
-        return self.policy(v[-1]), self.value(v[-1]).squeeze(-1), ws[-1]
+        return v[-1], ws[-1]
 
 
 def outer_step(
