@@ -309,3 +309,85 @@ def test_deep_coefficients_learn_at_a_scaled_rate() -> None:
 def test_every_variant_conforms(config: dict[str, Any]) -> None:
     """Each recipe variant of the rule passes the whole plasticity conformance suite."""
     check_plasticity_rule(MetODSRule, **config)
+
+
+def algorithm_1(rule: MetODSRule, x: torch.Tensor, weights: torch.Tensor) -> tuple[Any, Any]:
+    """Algorithm 1 written literally, every W(s) formed (the form the fused step replaces)."""
+    activations, matrices = [x], [weights]
+    for s in range(1, rule.config.recursion_steps + 1):
+        kappa, beta = rule.kappa[s - 1], rule.beta[s - 1]
+        v_prev, w_prev = activations[-1], matrices[-1]
+        read = torch.bmm(w_prev, v_prev.unsqueeze(-1)).squeeze(-1)
+        if rule._sigma is not None:
+            read = rule._sigma(read)
+        post = v_prev if rule.projection is None else rule.projection(v_prev)
+        written = v_prev.unsqueeze(-1) * post.unsqueeze(-2)
+        if rule.alpha is not None:
+            written = rule.alpha * written
+        activations.append(
+            sum((kappa[level] * activations[level] for level in range(s)), kappa[s] * read)
+        )
+        matrices.append(
+            sum((beta[level] * matrices[level] for level in range(s)), beta[s] * written)
+        )
+    return activations[-1], matrices[-1]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"recursion_steps": 4},
+        {"recursion_steps": 3, "write": "linear", "alpha": "scalar"},
+        {"recursion_steps": 2, "write": "mlp", "mlp_hidden": 4, "alpha": "none"},
+        {"recursion_steps": 4, "sigma": "identity"},
+    ],
+    ids=lambda config: "-".join(f"{key}={value}" for key, value in config.items()),
+)
+def test_fused_step_equals_algorithm_1_with_gradients(config: dict[str, Any]) -> None:
+    """The fused step (no intermediate W(s)) gives Algorithm 1's outputs and gradients
+    (to every meta-parameter, the input and the previous W) over three steps, to 1e-10."""
+    torch.manual_seed(0)
+    rule = build(6, initial_weights="zeros", **config)
+    kappa, beta = random_coefficients(config["recursion_steps"], seed=3)
+    set_coefficients(rule, kappa, beta)
+    with torch.no_grad():
+        if rule.alpha is not None:
+            rule.alpha.copy_(torch.rand_like(rule.alpha) * 2 - 1)
+    results = []
+    for step in (rule.step, lambda x, w: algorithm_1(rule, x, w)):
+        x = (randn(3, 4, 6, seed=5) * 0.5).requires_grad_()
+        w0 = (randn(4, 6, 6, seed=6) * 0.3).requires_grad_()
+        weights, outputs = w0, []
+        for t in range(3):
+            y, weights = step(x[t], weights)
+            outputs.append(y)
+        loss = torch.stack(outputs).sin().sum() + weights.cos().sum()
+        parameters = [p for p in rule.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, [x, w0, *parameters])
+        results.append((torch.stack(outputs), weights, grads))
+    (y_fused, w_fused, g_fused), (y_ref, w_ref, g_ref) = results
+    torch.testing.assert_close(y_fused, y_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(w_fused, w_ref, rtol=0, atol=1e-10)
+    for got, expected in zip(g_fused, g_ref, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+
+
+def test_fused_step_saves_two_matrices_per_step_for_backward() -> None:
+    """Backward keeps O(1) ``(batch, N, N)`` tensors per environment step, whatever S: the
+    new W and one product (Algorithm 1 written literally keeps about 3 S; 11.7 at S = 4)."""
+    batch, n, steps = 8, 16, 4
+    rule = build(n, recursion_steps=steps, write="linear")
+    matrix_bytes = batch * n * n * 8
+    storages: dict[int, int] = {}
+
+    def pack(saved: torch.Tensor) -> torch.Tensor:
+        storage = saved.untyped_storage()
+        storages.setdefault(storage.data_ptr(), storage.nbytes())
+        return saved
+
+    weights = rule.init_state(batch)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved):
+        for t in range(3):
+            _, weights = rule.step(randn(batch, n, seed=t), weights)
+    matrices = sum(size for size in storages.values() if size >= matrix_bytes) / matrix_bytes
+    assert matrices <= 2 * 3 + 1  # two per step, plus the learned W_0

@@ -130,30 +130,88 @@ class MetODSRule(PlasticityRule):
         return dict.fromkeys(names, scale)
 
     def init_state(self, batch_size: int) -> torch.Tensor:
-        """Return W_0 for every task: ``(batch, N, N)``."""
-        return self.initial_weights.unsqueeze(0).expand(batch_size, -1, -1)
+        """Return W_0 for every task: ``(batch, N, N)``.
+
+        A contiguous copy, not an expanded view: every later W_t is contiguous, and a compiled
+        step would otherwise be compiled twice (its guards check strides).
+        """
+        return self.initial_weights.unsqueeze(0).repeat(batch_size, 1, 1)
 
     def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run S read/write recursions on ``x`` ``(batch, N)`` and W ``(batch, N, N)``."""
-        # ---- MetODS Algorithm 1: recursive read and write on the synaptic matrix ----
-        activations = [x]
-        weights = [state]
-        for s in range(1, self.config.recursion_steps + 1):
-            kappa, beta = self.kappa[s - 1], self.beta[s - 1]
-            v_prev, w_prev = activations[s - 1], weights[s - 1]
-            read = torch.bmm(w_prev, v_prev.unsqueeze(-1)).squeeze(-1)
+        """Run S read/write recursions on ``x`` ``(batch, N)`` and W ``(batch, N, N)``.
+
+        Computes Algorithm 1 (see the module docstring) without materialising the
+        intermediate matrices W(1)..W(S-1). Every W(s) is a linear combination
+        ``c_s W(0) + sum_{j<=s} d_s[j] A_j`` of the step's input W(0) and of the writes
+        ``A_j = alpha * (v(j-1) post(v(j-1))^T)`` (``_composition``), and a write acts on a
+        vector without being formed: ``A_j u = v(j-1) * (alpha (post(v(j-1)) * u))``. So each
+        recursion costs one read of W(0) and matrix products with the shared alpha, and only
+        W(S) is built, by one batched product of the S writes. Per environment step this saves
+        O(S) instead of O(S^2) ``(batch, N, N)`` tensors for backward.
+        """
+        steps = self.config.recursion_steps
+        composition = self._composition()  # (S + 1, S + 1): row s is [c_s, d_s[1..S]]
+        activations = [x]  # v(0), ..., v(s)
+        writes_pre: list[torch.Tensor] = []  # v(j-1) of each write A_j, (batch, N)
+        writes_post: list[torch.Tensor] = []  # post(v(j-1)) of each write A_j, (batch, N)
+        for s in range(1, steps + 1):
+            v_prev = activations[-1]
+            coefficients = composition[s - 1]
+            read = coefficients[0] * _read(state, v_prev)
+            for j in range(1, s):
+                read = read + coefficients[j] * self._apply_write(
+                    writes_pre[j - 1], writes_post[j - 1], v_prev
+                )
             if self._sigma is not None:
                 read = self._sigma(read)
-            v_new = kappa[s] * read
-            for level in range(s):
-                v_new = v_new + kappa[level] * activations[level]
-            post = v_prev if self.projection is None else self.projection(v_prev)
-            written = v_prev.unsqueeze(-1) * post.unsqueeze(-2)
-            if self.alpha is not None:
-                written = self.alpha * written
-            w_new = beta[s] * written
-            for level in range(s):
-                w_new = w_new + beta[level] * weights[level]
+            kappa = self.kappa[s - 1]
+            stacked = torch.stack(activations)  # (s, batch, N)
+            v_new = torch.tensordot(kappa[:s], stacked, dims=1) + kappa[s] * read
+            writes_pre.append(v_prev)
+            writes_post.append(v_prev if self.projection is None else self.projection(v_prev))
             activations.append(v_new)
-            weights.append(w_new)
-        return activations[-1], weights[-1]
+        final = composition[steps]
+        pre = torch.stack(writes_pre, dim=-1) * final[1:]  # (batch, N, S), scaled by d_S
+        post = torch.stack(writes_post, dim=-2)  # (batch, S, N)
+        written = torch.bmm(pre, post)  # sum_j d_S[j] v(j-1) post(v(j-1))^T, (batch, N, N)
+        if self.alpha is not None:
+            written = self.alpha * written
+        return activations[-1], final[0] * state + written
+
+    def _composition(self) -> torch.Tensor:
+        """Return ``(S + 1, S + 1)`` coefficients expressing each W(s) in W(0) and the writes.
+
+        Row ``s`` is ``[c_s, d_s[1], ..., d_s[S]]`` with ``W(s) = c_s W(0) + sum_j d_s[j] A_j``
+        (zero beyond ``j = s``), from the write recursion
+        ``W(s) = sum_{l<s} beta_s^l W(l) + beta_s^s A_s``.
+        """
+        steps = self.config.recursion_steps
+        reference = self.beta[0]
+        unit = torch.eye(steps + 1, dtype=reference.dtype, device=reference.device)
+        rows = [unit[0]]  # W(0) = W(0)
+        for s in range(1, steps + 1):
+            beta = self.beta[s - 1]
+            rows.append(beta[:s] @ torch.stack(rows) + beta[s] * unit[s])
+        return torch.stack(rows)
+
+    def _apply_write(self, pre: torch.Tensor, post: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Return ``A u`` for the write ``A = alpha * (pre post^T)``, without forming A.
+
+        Args:
+            pre, post, u: ``(batch, N)``. Returns ``(batch, N)``.
+        """
+        projected = post * u  # (batch, N)
+        if self.alpha is None:
+            return pre * projected.sum(-1, keepdim=True)
+        if self.alpha.numel() == 1:
+            return pre * (self.alpha * projected.sum(-1, keepdim=True))
+        return pre * (projected @ self.alpha.t())
+
+
+def _read(weights: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """Return ``weights @ vector`` per task: ``(batch, N, N) x (batch, N) -> (batch, N)``.
+
+    A broadcast multiply-and-sum: on this torch build's CPU kernels the batched
+    matrix x column-vector ``bmm`` is a slow path (measured in docs/results.md).
+    """
+    return (weights * vector.unsqueeze(-2)).sum(-1)
