@@ -88,7 +88,24 @@ class Agent(nn.Module):
         return encoded.to(self._dtype())
 
     def _dtype(self) -> torch.dtype:
-        return next(self.encoder.parameters()).dtype
+        first = self.encoder[0]
+        assert isinstance(first, nn.Linear)
+        return first.weight.dtype
+
+    @property
+    def step_is_compiled(self) -> bool:
+        """Whether ``compile_step`` replaced ``step`` by its compiled form."""
+        return "step" in self.__dict__
+
+    def compile_step(self) -> None:
+        """Replace ``step`` by ``torch.compile(step)``: encoder, rule and read-out in one graph.
+
+        One compiled call per environment step (and one compiled node in backward) instead of
+        the rule alone: the encoder's and read-out's operators fuse with the rule's, and the
+        per-call overhead is paid once. The state is explicit, so no buffer is captured.
+        """
+        if not self.step_is_compiled:
+            self.step = torch.compile(self.step)  # type: ignore[method-assign]
 
     def step(
         self,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-
 from metods_core.agent import Agent
 from metods_core.errors import MetodsError
 from metods_core.interfaces import MetaOptimizer, Readout, TaskSampler
@@ -31,11 +29,7 @@ def create_agent(recipe: Recipe, sampler: TaskSampler) -> Agent:
     hidden = recipe.agent.hidden
     rule = recipe.plasticity.cls(recipe.plasticity.config, hidden)
     readout = readout_cls(recipe.readout.config, rule.output_size, sampler.action_space)
-    if recipe.trainer.compile:
-        # The plastic update is the hot path; compiling the whole agent step would also trace
-        # the distribution objects, which graph-break. The state is explicit, so this is safe.
-        rule.step = torch.compile(rule.step)  # type: ignore[method-assign]
-    return Agent(
+    agent = Agent(
         recipe.agent,
         sampler.observation_space,
         sampler.action_space,
@@ -43,6 +37,9 @@ def create_agent(recipe: Recipe, sampler: TaskSampler) -> Agent:
         readout,
         boundary_input=sampler.episodes_per_lifetime > 1,
     )
+    if recipe.trainer.compile:
+        agent.compile_step()
+    return agent
 
 
 def create_meta_optimizer(recipe: Recipe) -> MetaOptimizer:

@@ -88,7 +88,7 @@ class TrainerConfig(BaseModel):
     """Torch threads per process; None: torch's default, or the cores split evenly over the
     processes of a multi-device run on this node."""
     compile: bool = False
-    """torch.compile the plasticity rule's step, the hot path (faster long runs, slower start)."""
+    """torch.compile the agent's whole step (encoder, rule, read-out): faster runs, slower start."""
     keep_best: bool = False
     """Also keep the best checkpoint beside the last: the one at the end of the window of
     ``best_window`` outer steps whose mean training return was the highest so far (evaluate it
