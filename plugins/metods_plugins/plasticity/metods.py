@@ -65,6 +65,10 @@ class MetODSRule(PlasticityRule):
         """Initial kappa_s^s and beta_s^s for s >= 2 (0: the rule starts as the S = 1 rule)."""
         deep_lr_scale: float | None = Field(None, gt=0)
         """Learning-rate multiplier of kappa_s and beta_s for s >= 2; None means 1/S."""
+        coefficient_lr_scale: float = Field(1.0, gt=0)
+        """Learning-rate multiplier of every kappa_s and beta_s (times ``deep_lr_scale`` for
+        s >= 2): below 1 slows the rule's read gains and decay, which ran away before an A2C
+        collapse on cheetah_dir (docs/results.md); 0.1 also slowed early learning there."""
         mlp_hidden: int = Field(32, gt=0)
         """Hidden width of the MLP used by the mlp write."""
 
@@ -126,8 +130,12 @@ class MetODSRule(PlasticityRule):
         """
         steps = self.config.recursion_steps
         scale = self.config.deep_lr_scale or 1.0 / steps
+        coefficient = self.config.coefficient_lr_scale
         names = [f"{family}.{s - 1}" for family in ("kappa", "beta") for s in range(2, steps + 1)]
-        return dict.fromkeys(names, scale)
+        scales = dict.fromkeys(names, scale * coefficient)
+        if coefficient != 1.0:
+            scales.update(dict.fromkeys(["kappa.0", "beta.0"], coefficient))
+        return scales
 
     def init_state(self, batch_size: int) -> torch.Tensor:
         """Return W_0 for every task: ``(batch, N, N)``.
