@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         his += ["--hs", str(args.hidden), "--eplen", "200", "--pe", "1000000000"]
         his += ["--nbiter", str(args.warmup + args.steps), "--warmup", str(args.warmup)]
         commands["miconi"] = his + ["--timeit", "1"]
-    rows = interleave(commands, args.pairs, args.nice)
     results: dict[str, Any] = {"config": {k: str(v) for k, v in vars(args).items()}}
     results["started"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    rows = interleave(commands, args.pairs, args.nice)
     results["pairs"] = rows
     if args.miconi is not None:
         results |= summarise(rows, "metods", "miconi")
