@@ -155,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                     for s in args.recursions:
                         print(f"{method} {mode} B={b} N={n} S={s}", file=sys.stderr, flush=True)
                         row = {"method": method, "mode": mode, "B": b, "N": n, "S": s}
-                        mode_rows.append(row | per_step((b, n, s), mode, method, args.lengths))
+                        row |= per_step((b, n, s), mode, method, args.lengths)
+                        print(json.dumps(row), file=sys.stderr, flush=True)  # progress
+                        mode_rows.append(row)
             rows += mode_rows
             fits[f"{method} {mode}"] = fit(mode_rows)
     print("| method | mode | B | N | S | bytes saved / env step | B·N² float32 copies / step |")
