@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import gymnasium as gym
 import torch
@@ -32,6 +32,23 @@ def action_input_size(action_space: gym.Space) -> int:
     if isinstance(action_space, gym.spaces.Box):
         return int(gym.spaces.flatdim(action_space))
     raise TypeError(f"unsupported action space {action_space!r}: use Discrete or Box")
+
+
+class Action(NamedTuple):
+    """One step of acting: ``Agent.act``'s result, each ``(batch, ...)``."""
+
+    action: torch.Tensor
+    """The sampled action ``(batch,)`` or ``(batch, dims)``, detached."""
+    log_prob: torch.Tensor
+    """Its log-probability under the policy ``(batch,)``."""
+    entropy: torch.Tensor
+    """The policy's entropy ``(batch,)``."""
+    value: torch.Tensor
+    """The critic's estimate ``(batch,)``."""
+    encoded_action: torch.Tensor
+    """The action as the next step's input, ``(batch, action_size)``."""
+    state: State
+    """The rule's new state."""
 
 
 class Agent(nn.Module):
@@ -98,7 +115,7 @@ class Agent(nn.Module):
         return "step" in self.__dict__
 
     def compile_step(self) -> None:
-        """Replace ``step`` by ``torch.compile(step)``: encoder, rule and read-out in one graph.
+        """Compile ``step`` and ``act``: encoder, rule, read-out (and sampling) in one graph.
 
         One compiled call per environment step (and one compiled node in backward) instead of
         the rule alone: the encoder's and read-out's operators fuse with the rule's, and the
@@ -106,6 +123,7 @@ class Agent(nn.Module):
         """
         if not self.step_is_compiled:
             self.step = torch.compile(self.step)  # type: ignore[method-assign]
+            self.act = torch.compile(self.act)  # type: ignore[method-assign]
 
     def step(
         self,
@@ -142,3 +160,30 @@ class Agent(nn.Module):
         output, state = self.rule.step(embedding, state)
         distribution, value = self.readout(output)
         return distribution, value, state
+
+    def act(
+        self,
+        observation: torch.Tensor,
+        previous_action: torch.Tensor,
+        previous_reward: torch.Tensor,
+        state: State,
+        new_episode: torch.Tensor,
+        noise: torch.Tensor,
+    ) -> Action:
+        """Step, then sample an action from the read-out's ``noise`` and score it.
+
+        ``step``'s arguments, and ``noise``: one step of ``readout.draw_noise``. What a
+        rollout does at every step, in one call (one compiled graph under ``compile_step``).
+        """
+        distribution, value, state = Agent.step(
+            self, observation, previous_action, previous_reward, state, new_episode
+        )
+        action = self.readout.sample_from_noise(distribution, noise)
+        return Action(
+            action=action,
+            log_prob=distribution.log_prob(action),
+            entropy=distribution.entropy(),
+            value=value,
+            encoded_action=self.encode_action(action),
+            state=state,
+        )

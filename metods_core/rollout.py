@@ -105,24 +105,37 @@ def run_lifetimes(
     new_episode = torch.zeros(batch, dtype=torch.bool, device=device)
     rewards, values, log_probs, entropies, alive = [], [], [], [], []
     inputs: list[tuple[torch.Tensor, ...]] = []
-    for _ in range(env.lifetime_steps):
-        distribution, value, state = agent.step(
-            observation, previous_action, previous_reward, state, new_episode
-        )
-        if greedy:
-            action = agent.readout.mode(distribution)
+    # The whole lifetime's action noise in one draw, sampled inside the agent's step.
+    noise = (
+        None if greedy else agent.readout.draw_noise((env.lifetime_steps, batch), generator, device)
+    )
+    for t in range(env.lifetime_steps):
+        if noise is not None:
+            acted = agent.act(
+                observation, previous_action, previous_reward, state, new_episode, noise[t]
+            )
+            action, value, state = acted.action, acted.value, acted.state
+            log_prob, entropy, encoded_action = acted.log_prob, acted.entropy, acted.encoded_action
         else:
-            action = agent.readout.sample(distribution, generator)
+            distribution, value, state = agent.step(
+                observation, previous_action, previous_reward, state, new_episode
+            )
+            if greedy:
+                action = agent.readout.mode(distribution)
+            else:
+                action = agent.readout.sample(distribution, generator)
+            log_prob, entropy = distribution.log_prob(action), distribution.entropy()
+            encoded_action = agent.encode_action(action)
         if record:
             inputs.append((observation, previous_action, previous_reward, new_episode, action))
         observation, reward, terminated, truncated, info = env.step(action)
         alive.append(running)
         rewards.append(reward * running)
         values.append(value)
-        log_probs.append(distribution.log_prob(action))
-        entropies.append(distribution.entropy())
+        log_probs.append(log_prob)
+        entropies.append(entropy)
         running = running & ~(terminated | truncated)
-        previous_action = agent.encode_action(action)
+        previous_action = encoded_action
         previous_reward = reward
         # The plastic state is kept across an episode boundary; the agent is only told of it.
         new_episode = info.get("episode_boundary", torch.zeros_like(running))

@@ -35,3 +35,24 @@ class Readout(nn.Module, abc.ABC):
     @abc.abstractmethod
     def mode(self, distribution: torch.distributions.Distribution) -> torch.Tensor:
         """Return the most likely action per task (greedy evaluation)."""
+
+    def draw_noise(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator,
+        device: torch.device | None = None,
+    ) -> torch.Tensor | None:
+        """Draw the randomness of ``shape`` actions (``(steps, batch)``) at once, or None.
+
+        Optional: a read-out that implements it and ``sample_from_noise`` lets the rollout
+        draw a whole lifetime's action noise in one call and sample inside the agent's
+        (compiled) step. The default, None, makes the rollout call ``sample`` at each step.
+        """
+        return None
+
+    def sample_from_noise(
+        self, distribution: torch.distributions.Distribution, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """Return one detached action per task from ``distribution`` and ``noise`` (one step
+        of ``draw_noise``'s output); needed only where ``draw_noise`` returns noise."""
+        raise NotImplementedError(f"{type(self).__name__} draws no noise ahead of sampling")

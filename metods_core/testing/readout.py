@@ -142,6 +142,26 @@ def check_sample(cls: type[Readout], action_space: gym.Space, /, **config: Any) 
     assert not (draws == draws[0]).all(), "32 samples were identical: sample does not sample"
 
 
+def check_noise_sampling(cls: type[Readout], action_space: gym.Space, /, **config: Any) -> None:
+    """Where ``draw_noise`` gives noise (optional), ``sample_from_noise`` on a lifetime's noise
+    gives actions in the space, detached, and varying over the steps; noise drawn for
+    ``(steps, batch)`` has that shape in front and never uses the global RNG."""
+    readout = build_readout(cls, action_space, config)
+    global_state = torch.get_rng_state()
+    noise = readout.draw_noise((4, BATCH), torch.Generator().manual_seed(0))
+    if noise is None:
+        return  # the rollout calls sample() at every step instead
+    assert torch.equal(torch.get_rng_state(), global_state), "draw_noise used the global RNG"
+    assert noise.shape[:2] == (4, BATCH), f"draw_noise((4, {BATCH})) gave shape {noise.shape}"
+    y = _inputs().requires_grad_(True)
+    distribution, _ = readout(y)
+    actions = torch.stack([readout.sample_from_noise(distribution, step) for step in noise])
+    assert not actions.requires_grad, "sample_from_noise must return detached actions"
+    for step in actions:
+        _assert_actions(step, action_space, "sample_from_noise")
+    assert not (actions == actions[0]).all(), "four steps of noise gave identical actions"
+
+
 def check_mode(cls: type[Readout], action_space: gym.Space, /, **config: Any) -> None:
     """``mode`` gives actions in the space, the same every time, without the global RNG."""
     readout = build_readout(cls, action_space, config)
@@ -207,6 +227,7 @@ READOUT_CHECKS: dict[str, Callable[..., None]] = {
     "construction": check_construction,
     "forward_shapes": check_forward_shapes,
     "sample": check_sample,
+    "noise_sampling": check_noise_sampling,
     "mode": check_mode,
     "gradients": check_gradients,
     "determinism": check_determinism,

@@ -76,6 +76,18 @@ class _Memory(nn.Module):
         return agent.rule.step(agent.encoder(torch.cat(parts, dim=-1)), state)
 
 
+class _SampleFromNoise(nn.Module):
+    """``forward(y, noise)``: the read-out g, then one action from ``noise``."""
+
+    def __init__(self, agent: Agent) -> None:
+        super().__init__()
+        self.agent = agent
+
+    def forward(self, output: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        distribution, _ = self.agent.readout(output)
+        return self.agent.readout.sample_from_noise(distribution, noise)
+
+
 class _Sample(nn.Module):
     """``forward(y, generator)``: the read-out g, then one action drawn with ``generator``."""
 
@@ -102,6 +114,7 @@ class Population:
         self._init = _InitState(agent)
         self._memory = _Memory(agent)
         self._sample = _Sample(agent)
+        self._sample_from_noise = _SampleFromNoise(agent)
 
         def memory(
             params: dict[str, torch.Tensor], shared: dict[str, torch.Tensor], *inputs: Any
@@ -165,9 +178,17 @@ class Population:
         def act(params: dict[str, torch.Tensor], output: torch.Tensor) -> torch.Tensor:
             return functional_call(self._sample, (params, shared), (output, generator))
 
-        sample = vmap(act, randomness="same")
+        def act_from_noise(
+            params: dict[str, torch.Tensor], output: torch.Tensor, noise: torch.Tensor
+        ) -> torch.Tensor:
+            return functional_call(self._sample_from_noise, (params, shared), (output, noise))
+
         observation, _ = env.reset()
         total, device = env.num_envs, observation.device
+        # As run_lifetimes: the lifetime's action noise in one draw, the same for every member.
+        noise = agent.readout.draw_noise((env.lifetime_steps, batch), generator, device)
+        sample = vmap(act, randomness="same")
+        sample_from_noise = vmap(act_from_noise, in_dims=(0, 0, None))
         state = vmap(init)(stacked)
         previous_action = torch.zeros(total, agent.action_size, device=device)
         previous_reward = torch.zeros(total, device=device)
@@ -175,7 +196,7 @@ class Population:
         running = torch.ones(total, dtype=torch.bool, device=device)
         returns = torch.zeros(total, device=device)
         steps = torch.zeros((), device=device)
-        for _ in range(env.lifetime_steps):
+        for t in range(env.lifetime_steps):
             output, state = self._memory_step(
                 stacked,
                 shared,
@@ -185,7 +206,10 @@ class Population:
                 state,
                 new_episode.reshape(size, batch),
             )
-            action = sample(stacked, output)
+            if noise is None:
+                action = sample(stacked, output)
+            else:
+                action = sample_from_noise(stacked, output, noise[t])
             action = action.reshape(total, *action.shape[2:])
             observation, reward, terminated, truncated, info = env.step(action)
             returns = returns + reward * running

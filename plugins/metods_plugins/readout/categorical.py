@@ -55,9 +55,25 @@ class CategoricalReadout(Readout):
         """Draw actions ``(batch,)`` by the Gumbel-max trick with ``generator``."""
         assert isinstance(distribution, torch.distributions.Categorical)
         logits = distribution.logits
-        uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
-        gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0)))
-        return torch.argmax(logits + gumbel, dim=-1)
+        noise = self.draw_noise(logits.shape[:-1], generator, logits.device)
+        return self.sample_from_noise(distribution, noise)
+
+    def draw_noise(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator,
+        device: torch.device | None = None,
+    ) -> torch.Tensor:
+        """Draw uniform noise ``(*shape, actions)`` for the Gumbel-max trick."""
+        return torch.rand((*shape, self.policy.out_features), generator=generator, device=device)
+
+    def sample_from_noise(
+        self, distribution: torch.distributions.Distribution, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """Return ``argmax(logits + Gumbel(noise))`` ``(batch,)``: a draw from the policy."""
+        assert isinstance(distribution, torch.distributions.Categorical)
+        gumbel = -torch.log(-torch.log(noise.clamp(1e-20, 1.0)))
+        return torch.argmax(distribution.logits + gumbel, dim=-1)
 
     def mode(self, distribution: torch.distributions.Distribution) -> torch.Tensor:
         """Return the most likely action per task ``(batch,)``."""

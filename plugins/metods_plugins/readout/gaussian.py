@@ -172,10 +172,25 @@ class GaussianReadout(Readout):
 
     def sample(self, distribution: Distribution, generator: torch.Generator) -> torch.Tensor:
         """Draw detached actions ``(batch, dims)`` with ``generator``."""
-        normal = _normal(distribution)
-        loc, scale = normal.loc.detach(), normal.scale.detach()
+        loc = _normal(distribution).loc
         noise = torch.randn(loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
-        return self._to_actions(loc + scale * noise)
+        return self.sample_from_noise(distribution, noise)
+
+    def draw_noise(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator,
+        device: torch.device | None = None,
+    ) -> torch.Tensor:
+        """Draw standard normal noise ``(*shape, dims)``."""
+        dims = self.mean.out_features
+        dtype = self.mean.weight.dtype
+        return torch.randn((*shape, dims), generator=generator, device=device, dtype=dtype)
+
+    def sample_from_noise(self, distribution: Distribution, noise: torch.Tensor) -> torch.Tensor:
+        """Return the detached actions ``(batch, dims)`` of ``mean + std * noise``."""
+        normal = _normal(distribution)
+        return self._to_actions(normal.loc.detach() + normal.scale.detach() * noise)
 
     def mode(self, distribution: Distribution) -> torch.Tensor:
         """Return the mean action mapped to the Box ``(batch, dims)``."""
