@@ -119,7 +119,7 @@ def outer_step(
     loss.backward()
     nn.utils.clip_grad_norm_(net.parameters(), 4.0)
     optimizer.step()
-    return float(loss.detach()), env.total_reward.mean()
+    return float(loss.detach()), env.lifetime_metrics()["episode_reward"].mean()
 
 
 def build(batch_n_s: tuple[int, int, int], seed: int = 0) -> tuple:

@@ -13,8 +13,11 @@ if TYPE_CHECKING:
 
 
 def create_task_sampler(recipe: Recipe) -> TaskSampler:
-    """Return the recipe's task sampler."""
-    return recipe.task.cls(recipe.task.config)
+    """Return the recipe's task sampler (its env step compiled under ``trainer.compile``)."""
+    sampler: TaskSampler = recipe.task.cls(recipe.task.config)
+    if recipe.trainer.compile:
+        sampler.compile_env_step()
+    return sampler
 
 
 def create_agent(recipe: Recipe, sampler: TaskSampler) -> Agent:

@@ -131,3 +131,10 @@ class TaskSampler(abc.ABC):
     def main_metric(self) -> str:
         """Return the name of the metric that ranks agents on this task family."""
         return "episode_reward"
+
+    def compile_env_step(self) -> None:  # noqa: B027  # optional hook
+        """Compile the step of the envs this sampler builds from now on (``trainer.compile``).
+
+        A torch-native task family whose step is many small tensor operators may compile it;
+        simulator-backed families keep the default, which does nothing.
+        """

@@ -13,7 +13,7 @@ presentations or ``max_steps`` steps. Objects are random vectors drawn anew for 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -71,6 +71,7 @@ class HarlowTasks(TaskSampler):
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (config.view, channels), np.float32)
         self.action_space = gym.spaces.Discrete(3)
         self.lifetime_steps = config.max_steps
+        self._transition: Any = transition
 
     def sample(self, n: int, split: Split, generator: torch.Generator) -> HarlowTaskBatch:
         """Draw ``n`` episodes' object pairs; train and test use disjoint generator streams."""
@@ -83,7 +84,60 @@ class HarlowTasks(TaskSampler):
     def make_env(self, tasks: TaskBatch) -> HarlowEnv:
         """Build the batched environment of ``tasks`` on their device."""
         assert isinstance(tasks, HarlowTaskBatch)
-        return HarlowEnv(self.config, tasks, self.observation_space, self.action_space)
+        return HarlowEnv(
+            self.config, tasks, self.observation_space, self.action_space, self._transition
+        )
+
+    def compile_env_step(self) -> None:
+        """Compile the envs' transition (about 60 small operators per step become one call)."""
+        self._transition = torch.compile(transition, dynamic=False)
+
+
+class HarlowState(NamedTuple):
+    """Everything that changes during a batch of Harlow episodes; each ``(batch,)`` unless said."""
+
+    position: torch.Tensor
+    """The agent's cell."""
+    fixation: torch.Tensor
+    """The fixation cross's cell."""
+    fixation_visible: torch.Tensor
+    """Whether the cross is shown (bool)."""
+    objects_visible: torch.Tensor
+    """Whether the two objects are shown (bool)."""
+    left_cell: torch.Tensor
+    """Cell of the left object of the current presentation."""
+    right_cell: torch.Tensor
+    """Cell of the right object."""
+    left_object: torch.Tensor
+    """Index into the episode's objects of the object on the left."""
+    showing_choice: torch.Tensor
+    """Whether this step shows the object just chosen under the agent (bool)."""
+    chosen_object: torch.Tensor
+    """Index of the last object chosen."""
+    presentations: torch.Tensor
+    """Presentations done."""
+    steps: torch.Tensor
+    """Steps taken."""
+    done: torch.Tensor
+    """Whether the episode ended (bool)."""
+    total_reward: torch.Tensor
+    """Reward summed over the episode."""
+    choices: torch.Tensor
+    """``(batch, trials)``: 1 correct, 0 wrong, NaN not yet made."""
+
+
+@dataclass(frozen=True)
+class HarlowRules:
+    """The task's constants, as plain numbers (what a compiled transition specialises on)."""
+
+    line_length: int
+    view: int
+    object_offset: int
+    trials: int
+    max_steps: int
+    fixation_reward: float
+    correct_reward: float
+    wrong_reward: float
 
 
 class HarlowEnv(BatchedEnv):
@@ -95,8 +149,19 @@ class HarlowEnv(BatchedEnv):
         tasks: HarlowTaskBatch,
         observation_space: gym.Space,
         action_space: gym.Space,
+        step_function: Any = None,
     ) -> None:
         self.config = config
+        self.rules = HarlowRules(
+            line_length=config.line_length,
+            view=config.view,
+            object_offset=config.object_offset,
+            trials=config.trials,
+            max_steps=config.max_steps,
+            fixation_reward=config.fixation_reward,
+            correct_reward=config.correct_reward,
+            wrong_reward=config.wrong_reward,
+        )
         self.objects = tasks.objects
         self.device = tasks.objects.device
         self.num_envs = tasks.size
@@ -106,112 +171,162 @@ class HarlowEnv(BatchedEnv):
         self.seed = tasks.seed
         self.copies = tasks.copies
         self.generator = torch.Generator(device=self.device)
-        half = config.view // 2
-        self._offsets = torch.arange(-half, half + 1, device=self.device)
-        self._moves = torch.tensor([0, -1, 1], device=self.device)
-        self._batch = torch.arange(self.num_envs, device=self.device)
+        self._transition = step_function or transition
+        self._moves = torch.tensor([0, -1, 1], device=self.device)  # STAY, LEFT, RIGHT
 
-    def _random_sides(self) -> torch.Tensor:
-        """Return ``(batch,)`` of -1 or +1, uniformly; drawn for the base tasks and tiled over
-        the batch's ``copies`` (common random numbers; one draw per env when ``copies`` is 1)."""
+    def _random_sides(self, draws: int) -> torch.Tensor:
+        """Return ``(draws, batch)`` of -1 or +1, uniformly; drawn for the base tasks and tiled
+        over the batch's ``copies`` (common random numbers; one draw per env when ``copies`` is
+        1)."""
         base = self.num_envs // self.copies
-        bits = torch.rand(base, generator=self.generator, device=self.device) < 0.5
-        return (bits.long() * 2 - 1).repeat(self.copies)
+        bits = torch.rand(draws, base, generator=self.generator, device=self.device) < 0.5
+        return (bits.long() * 2 - 1).repeat(1, self.copies)
 
     def reset(self) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Place every agent at cell 0 with a fixation cross at a random side."""
+        """Place every agent at cell 0 with a fixation cross at a random side.
+
+        All the lifetime's random sides are drawn here, from the tasks' seed: one for the first
+        cross, then two per step (the objects' sides, the next cross's side).
+        """
         n, device = self.num_envs, self.device
         self.generator.manual_seed(self.seed)
+        self._sides = self._random_sides(1 + 2 * self.lifetime_steps)
+        self._t = 0
         zeros = torch.zeros(n, dtype=torch.long, device=device)
-        self.position = zeros.clone()
-        self.fixation = (self._random_sides() * self.config.object_offset) % self.config.line_length
-        self.fixation_visible = torch.ones(n, dtype=torch.bool, device=device)
-        self.objects_visible = torch.zeros(n, dtype=torch.bool, device=device)
-        self.left_cell = zeros.clone()
-        self.right_cell = zeros.clone()
-        self.left_object = zeros.clone()  # index into objects of the object on the left
-        self.showing_choice = torch.zeros(n, dtype=torch.bool, device=device)
-        self.chosen_object = zeros.clone()
-        self.presentations = zeros.clone()
-        self.steps = zeros.clone()
-        self.done = torch.zeros(n, dtype=torch.bool, device=device)
-        self.total_reward = torch.zeros(n, device=device)
-        self.choices = torch.full((n, self.config.trials), float("nan"), device=device)
-        return self._observe(), {}
+        self.state = HarlowState(
+            position=zeros,
+            fixation=(self._sides[0] * self.config.object_offset) % self.config.line_length,
+            fixation_visible=torch.ones(n, dtype=torch.bool, device=device),
+            objects_visible=torch.zeros(n, dtype=torch.bool, device=device),
+            left_cell=zeros,
+            right_cell=zeros,
+            left_object=zeros,
+            showing_choice=torch.zeros(n, dtype=torch.bool, device=device),
+            chosen_object=zeros,
+            presentations=zeros,
+            steps=zeros,
+            done=torch.zeros(n, dtype=torch.bool, device=device),
+            total_reward=torch.zeros(n, device=device),
+            choices=torch.full((n, self.config.trials), float("nan"), device=device),
+        )
+        return observe(self.rules, self.state, self.objects), {}
 
     def step(
         self, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Move every running agent and apply the task's rules; see the module docstring."""
-        cfg = self.config
-        active = ~self.done
-        length = cfg.line_length
-        self.position = (self.position + self._moves[action] * active) % length
-        self.showing_choice = torch.zeros_like(self.showing_choice)
-        reward = torch.zeros(self.num_envs, device=self.device)
-
-        at_fixation = active & self.fixation_visible & (self.position == self.fixation)
-        reward = reward + at_fixation * cfg.fixation_reward
-        self.fixation_visible = self.fixation_visible & ~at_fixation
-        self.objects_visible = self.objects_visible | at_fixation
-        self.left_cell = torch.where(
-            at_fixation, (self.position - cfg.object_offset) % length, self.left_cell
+        t = min(self._t, self.lifetime_steps - 1)  # past the lifetime every episode is done
+        sides = self._sides[1 + 2 * t : 3 + 2 * t]
+        self._t += 1
+        self.state, observation, reward, terminated, truncated = self._transition(
+            self.rules, self.state, self.objects, self._moves, action, sides
         )
-        self.right_cell = torch.where(
-            at_fixation, (self.position + cfg.object_offset) % length, self.right_cell
-        )
-        swapped = (self._random_sides() > 0).long()
-        self.left_object = torch.where(at_fixation, swapped, self.left_object)
-
-        at_left = active & self.objects_visible & (self.position == self.left_cell)
-        at_right = active & self.objects_visible & (self.position == self.right_cell)
-        chosen = at_left | at_right
-        chosen_object = torch.where(at_left, self.left_object, 1 - self.left_object)
-        correct = chosen & (chosen_object == 0)
-        choice_reward = torch.where(correct, cfg.correct_reward, cfg.wrong_reward)
-        reward = reward + chosen * choice_reward
-        self.objects_visible = self.objects_visible & ~chosen
-        self.showing_choice = chosen
-        self.chosen_object = torch.where(chosen, chosen_object, self.chosen_object)
-        next_fixation = (self.position + self._random_sides() * cfg.object_offset) % length
-        self.fixation = torch.where(chosen, next_fixation, self.fixation)
-        self.fixation_visible = self.fixation_visible | chosen
-
-        slot = self.presentations.clamp(max=cfg.trials - 1)
-        current = self.choices[self._batch, slot]
-        self.choices[self._batch, slot] = torch.where(chosen, correct.float(), current)
-        self.presentations = self.presentations + chosen.long()
-        self.steps = self.steps + active.long()
-        self.total_reward = self.total_reward + reward
-        terminated = active & (self.presentations >= cfg.trials)
-        truncated = active & ~terminated & (self.steps >= cfg.max_steps)
-        self.done = self.done | terminated | truncated
-        return self._observe(), reward, terminated, truncated, {}
-
-    def _observe(self) -> torch.Tensor:
-        """Render the visible cells: ``(batch, view, 1 + object_dim)``."""
-        cells = (self.position.unsqueeze(1) + self._offsets) % self.config.line_length
-        show_fixation = (self.fixation_visible & ~self.showing_choice).unsqueeze(1)
-        fixation = ((cells == self.fixation.unsqueeze(1)) & show_fixation).float()
-        left_vector = self.objects[self._batch, self.left_object]
-        right_vector = self.objects[self._batch, 1 - self.left_object]
-        visible = self.objects_visible.unsqueeze(1)
-        at_left = ((cells == self.left_cell.unsqueeze(1)) & visible).float().unsqueeze(-1)
-        at_right = ((cells == self.right_cell.unsqueeze(1)) & visible).float().unsqueeze(-1)
-        objects = at_left * left_vector.unsqueeze(1) + at_right * right_vector.unsqueeze(1)
-        centre = torch.zeros_like(cells, dtype=torch.float)
-        centre[:, self.config.view // 2] = 1.0
-        shown = self.objects[self._batch, self.chosen_object] * self.showing_choice.unsqueeze(-1)
-        objects = objects + centre.unsqueeze(-1) * shown.unsqueeze(1)
-        return torch.cat([fixation.unsqueeze(-1), objects], dim=-1)
+        return observation, reward, terminated, truncated, {}
 
     def lifetime_metrics(self) -> dict[str, torch.Tensor]:
         """Per-task reward, and choice accuracy first / later / per presentation (NaN: none)."""
-        later = self.choices[:, 1:]
+        choices = self.state.choices
+        later = choices[:, 1:]
         return {
-            "episode_reward": self.total_reward,
-            "accuracy_first": self.choices[:, 0],
+            "episode_reward": self.state.total_reward,
+            "accuracy_first": choices[:, 0],
             "accuracy_later": later.nanmean(dim=1),
-            "accuracy_by_presentation": self.choices,
-            "presentations": self.presentations.float(),
+            "accuracy_by_presentation": choices,
+            "presentations": self.state.presentations.float(),
         }
+
+
+def transition(
+    rules: HarlowRules,
+    state: HarlowState,
+    objects: torch.Tensor,
+    moves: torch.Tensor,
+    action: torch.Tensor,
+    sides: torch.Tensor,
+) -> tuple[HarlowState, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of every episode: a pure function of tensors (compilable).
+
+    Args:
+        rules: the task's constants.
+        state: the episodes' state.
+        objects: ``(batch, 2, object_dim)``, object 0 rewarded.
+        moves: ``(3,)``, the cell offset of stay, left and right.
+        action: ``(batch,)`` in {stay, left, right}.
+        sides: ``(2, batch)`` of -1/+1: the objects' sides if a cross is reached, the next
+            cross's side if an object is chosen.
+
+    Returns:
+        The new state, the observation ``(batch, view, 1 + object_dim)``, the reward, and
+        ``terminated`` / ``truncated`` ``(batch,)`` (set only at the step an episode ends).
+    """
+    active = ~state.done
+    length = rules.line_length
+    position = (state.position + moves[action] * active) % length
+
+    at_fixation = active & state.fixation_visible & (position == state.fixation)
+    reward = at_fixation * rules.fixation_reward
+    fixation_visible = state.fixation_visible & ~at_fixation
+    objects_visible = state.objects_visible | at_fixation
+    left_cell = torch.where(at_fixation, (position - rules.object_offset) % length, state.left_cell)
+    right_cell = torch.where(
+        at_fixation, (position + rules.object_offset) % length, state.right_cell
+    )
+    left_object = torch.where(at_fixation, (sides[0] > 0).long(), state.left_object)
+
+    at_left = active & objects_visible & (position == left_cell)
+    at_right = active & objects_visible & (position == right_cell)
+    chosen = at_left | at_right
+    chosen_object = torch.where(at_left, left_object, 1 - left_object)
+    correct = chosen & (chosen_object == 0)
+    choice_reward = torch.where(correct, rules.correct_reward, rules.wrong_reward)
+    reward = reward + chosen * choice_reward
+    objects_visible = objects_visible & ~chosen
+    next_fixation = (position + sides[1] * rules.object_offset) % length
+    fixation = torch.where(chosen, next_fixation, state.fixation)
+    fixation_visible = fixation_visible | chosen
+
+    slot = state.presentations.clamp(max=rules.trials - 1).unsqueeze(1)
+    current = state.choices.gather(1, slot)
+    made = torch.where(chosen.unsqueeze(1), correct.unsqueeze(1).float(), current)
+    choices = state.choices.scatter(1, slot, made)
+    presentations = state.presentations + chosen.long()
+    steps = state.steps + active.long()
+    terminated = active & (presentations >= rules.trials)
+    truncated = active & ~terminated & (steps >= rules.max_steps)
+    new_state = HarlowState(
+        position=position,
+        fixation=fixation,
+        fixation_visible=fixation_visible,
+        objects_visible=objects_visible,
+        left_cell=left_cell,
+        right_cell=right_cell,
+        left_object=left_object,
+        showing_choice=chosen,
+        chosen_object=torch.where(chosen, chosen_object, state.chosen_object),
+        presentations=presentations,
+        steps=steps,
+        done=state.done | terminated | truncated,
+        total_reward=state.total_reward + reward,
+        choices=choices,
+    )
+    return new_state, observe(rules, new_state, objects), reward, terminated, truncated
+
+
+def observe(rules: HarlowRules, state: HarlowState, objects: torch.Tensor) -> torch.Tensor:
+    """Render the visible cells: ``(batch, view, 1 + object_dim)``."""
+    half = rules.view // 2
+    offsets = torch.arange(-half, half + 1, device=state.position.device)
+    cells = (state.position.unsqueeze(1) + offsets) % rules.line_length
+    show_fixation = (state.fixation_visible & ~state.showing_choice).unsqueeze(1)
+    fixation = ((cells == state.fixation.unsqueeze(1)) & show_fixation).float()
+    batch = torch.arange(objects.shape[0], device=objects.device)
+    left_vector = objects[batch, state.left_object]
+    right_vector = objects[batch, 1 - state.left_object]
+    visible = state.objects_visible.unsqueeze(1)
+    at_left = ((cells == state.left_cell.unsqueeze(1)) & visible).float().unsqueeze(-1)
+    at_right = ((cells == state.right_cell.unsqueeze(1)) & visible).float().unsqueeze(-1)
+    shown_objects = at_left * left_vector.unsqueeze(1) + at_right * right_vector.unsqueeze(1)
+    centre = (offsets == 0).float()  # the agent's own cell
+    shown = objects[batch, state.chosen_object] * state.showing_choice.unsqueeze(-1)
+    shown_objects = shown_objects + centre[None, :, None] * shown.unsqueeze(1)
+    return torch.cat([fixation.unsqueeze(-1), shown_objects], dim=-1)
