@@ -55,8 +55,11 @@ def plastic_read(
         x: input ``(batch, input_size)``; pre: h_{t-1} ``(batch, N)``; hebb: ``(batch, N, N)``
             stored ``(n_post, n_pre)``.
     """
-    plastic = layer.weights + layer.alpha * hebb  # (batch, n_post, n_pre)
-    recurrent = torch.bmm(plastic, pre.unsqueeze(-1)).squeeze(-1)
+    # (W + alpha * Hebb) h_{t-1}: the fixed part as one matrix product for the batch, the
+    # plastic part as a broadcast multiply-and-sum (this torch build's batched
+    # matrix x vector bmm is a slow path on the CPU).
+    plastic = layer.alpha * hebb  # (batch, n_post, n_pre)
+    recurrent = pre @ layer.weights.t() + (plastic * pre.unsqueeze(-2)).sum(-1)
     post = torch.tanh(layer.input(x) + recurrent)
     coactivity = post.unsqueeze(-1) * pre.unsqueeze(-2)  # post_j pre_i at [j, i]
     return post, coactivity

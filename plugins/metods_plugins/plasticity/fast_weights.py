@@ -47,7 +47,7 @@ def delta_rule(
     Returns:
         The new W, same shape as ``weights``.
     """
-    stored = torch.bmm(weights, key.unsqueeze(-1)).squeeze(-1)
+    stored = (weights * key.unsqueeze(-2)).sum(-1)  # W k; bmm by a vector is slow on CPU here
     change = strength * (value - stored)
     return weights + change.unsqueeze(-1) * key.unsqueeze(-2)
 
@@ -117,7 +117,7 @@ class FastWeightsRule(PlasticityRule):
         value = projected[:, 2 * d : -1]
         strength = torch.sigmoid(projected[:, -1:])
         weights = delta_rule(state, key, value, strength)
-        y = torch.bmm(weights, query.unsqueeze(-1)).squeeze(-1)
+        y = (weights * query.unsqueeze(-2)).sum(-1)  # W q, as a broadcast multiply-and-sum
         if self.config.output_activation == "tanh":
             y = torch.tanh(y)
         return y, weights

@@ -166,9 +166,9 @@ class MetODSRule(PlasticityRule):
             v_prev = activations[-1]
             coefficients = composition[s - 1]
             read = coefficients[0] * _read(state, v_prev)
-            for j in range(1, s):
-                read = read + coefficients[j] * self._apply_write(
-                    writes_pre[j - 1], writes_post[j - 1], v_prev
+            if s > 1:  # the writes A_1..A_{s-1} in W(s-1), all applied to v(s-1) at once
+                read = read + self._apply_writes(
+                    torch.stack(writes_pre), torch.stack(writes_post), coefficients[1:s], v_prev
                 )
             if self._sigma is not None:
                 read = self._sigma(read)
@@ -202,18 +202,26 @@ class MetODSRule(PlasticityRule):
             rows.append(beta[:s] @ torch.stack(rows) + beta[s] * unit[s])
         return torch.stack(rows)
 
-    def _apply_write(self, pre: torch.Tensor, post: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Return ``A u`` for the write ``A = alpha * (pre post^T)``, without forming A.
+    def _apply_writes(
+        self, pre: torch.Tensor, post: torch.Tensor, scales: torch.Tensor, u: torch.Tensor
+    ) -> torch.Tensor:
+        """Return ``sum_j scales[j] A_j u`` for the writes ``A_j = alpha * (pre_j post_j^T)``,
+        without forming any A_j: ``A_j u = pre_j * (alpha (post_j * u))``.
 
         Args:
-            pre, post, u: ``(batch, N)``. Returns ``(batch, N)``.
+            pre, post: ``(J, batch, N)``; scales: ``(J,)``; u: ``(batch, N)``.
+
+        Returns:
+            ``(batch, N)``.
         """
-        projected = post * u  # (batch, N)
-        if self.alpha is None:
-            return pre * projected.sum(-1, keepdim=True)
-        if self.alpha.numel() == 1:
-            return pre * (self.alpha * projected.sum(-1, keepdim=True))
-        return pre * (projected @ self.alpha.t())
+        projected = post * u  # (J, batch, N)
+        if self.alpha is None or self.alpha.numel() == 1:
+            applied = projected.sum(-1, keepdim=True)  # post_j . u
+            if self.alpha is not None:
+                applied = self.alpha * applied
+        else:  # one matrix product for all J writes
+            applied = (projected.reshape(-1, self.size) @ self.alpha.t()).view(projected.shape)
+        return (scales[:, None, None] * pre * applied).sum(0)
 
 
 def _read(weights: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
