@@ -336,6 +336,7 @@ def algorithm_1(rule: MetODSRule, x: torch.Tensor, weights: torch.Tensor) -> tup
 @pytest.mark.parametrize(
     "config",
     [
+        {"recursion_steps": 1, "write": "linear"},
         {"recursion_steps": 4},
         {"recursion_steps": 3, "write": "linear", "alpha": "scalar"},
         {"recursion_steps": 2, "write": "mlp", "mlp_hidden": 4, "alpha": "none"},

@@ -158,6 +158,8 @@ class MetODSRule(PlasticityRule):
         O(S) instead of O(S^2) ``(batch, N, N)`` tensors for backward.
         """
         steps = self.config.recursion_steps
+        if steps == 1:  # nothing to fuse: Algorithm 1 directly, in fewer operators
+            return self._one_recursion(x, state)
         composition = self._composition()  # (S + 1, S + 1): row s is [c_s, d_s[1..S]]
         activations = [x]  # v(0), ..., v(s)
         writes_pre: list[torch.Tensor] = []  # v(j-1) of each write A_j, (batch, N)
@@ -185,6 +187,20 @@ class MetODSRule(PlasticityRule):
         if self.alpha is not None:
             written = self.alpha * written
         return activations[-1], final[0] * state + written
+
+    def _one_recursion(
+        self, x: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Algorithm 1 at S = 1: ``v(1) = k0 x + k1 sigma(W x)``, ``W(1) = b0 W + b1 A_1``."""
+        kappa, beta = self.kappa[0], self.beta[0]
+        read = _read(state, x)
+        if self._sigma is not None:
+            read = self._sigma(read)
+        post = x if self.projection is None else self.projection(x)
+        written = x.unsqueeze(-1) * post.unsqueeze(-2)
+        if self.alpha is not None:
+            written = self.alpha * written
+        return kappa[0] * x + kappa[1] * read, beta[0] * state + beta[1] * written
 
     def _composition(self) -> torch.Tensor:
         """Return ``(S + 1, S + 1)`` coefficients expressing each W(s) in W(0) and the writes.
