@@ -45,8 +45,12 @@ FAKES: dict[str, type] = {
 }
 FAKE = "core-fake"
 """The name the fakes take in test ids."""
-CONFIG_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {}
-"""Config values a plugin needs to be built, by (kind, name); none of ours needs any."""
+CONFIG_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
+    ("task", "metaworld_ml1"): {"rollout_steps": 10, "rollouts": 2},
+    ("task", "metaworld_ml10"): {"rollout_steps": 10, "rollouts": 2},
+}
+"""Config values by (kind, name): short Meta-World lifetimes (the default, 10 x 500 steps, makes
+each check take 10-30 s; the semantics checked are the same)."""
 SPACE_IDS = {0: "discrete3", 1: "box2"}
 """Test-id names of ``ACTION_SPACES``."""
 
