@@ -51,6 +51,19 @@ class Action(NamedTuple):
     """The rule's new state."""
 
 
+class Evaluation(NamedTuple):
+    """One step of replaying given actions: ``Agent.evaluate_actions``'s result."""
+
+    log_prob: torch.Tensor
+    """The given action's log-probability under the policy ``(batch,)``."""
+    entropy: torch.Tensor
+    """The policy's entropy ``(batch,)``."""
+    value: torch.Tensor
+    """The critic's estimate ``(batch,)``."""
+    state: State
+    """The rule's new state."""
+
+
 class Agent(nn.Module):
     """Encoder f -> plasticity rule -> read-out g.
 
@@ -115,7 +128,8 @@ class Agent(nn.Module):
         return "step" in self.__dict__
 
     def compile_step(self) -> None:
-        """Compile ``step`` and ``act``: encoder, rule, read-out (and sampling) in one graph.
+        """Compile ``step``, ``act`` and ``evaluate_actions``: encoder, rule, read-out (and
+        sampling or scoring) in one graph each.
 
         One compiled call per environment step (and one compiled node in backward) instead of
         the rule alone: the encoder's and read-out's operators fuse with the rule's, and the
@@ -124,6 +138,9 @@ class Agent(nn.Module):
         if not self.step_is_compiled:
             self.step = torch.compile(self.step)  # type: ignore[method-assign]
             self.act = torch.compile(self.act)  # type: ignore[method-assign]
+            self.evaluate_actions = torch.compile(  # type: ignore[method-assign]
+                self.evaluate_actions
+            )
 
     def step(
         self,
@@ -185,5 +202,29 @@ class Agent(nn.Module):
             entropy=distribution.entropy(),
             value=value,
             encoded_action=self.encode_action(action),
+            state=state,
+        )
+
+    def evaluate_actions(
+        self,
+        observation: torch.Tensor,
+        previous_action: torch.Tensor,
+        previous_reward: torch.Tensor,
+        state: State,
+        new_episode: torch.Tensor,
+        action: torch.Tensor,
+    ) -> Evaluation:
+        """Step, then score the given ``action`` (a recorded one): what a replay does at every
+        step (PPO's ratio), in one call (one compiled graph under ``compile_step``).
+
+        ``step``'s arguments, and ``action`` ``(batch,)`` or ``(batch, dims)``.
+        """
+        distribution, value, state = Agent.step(
+            self, observation, previous_action, previous_reward, state, new_episode
+        )
+        return Evaluation(
+            log_prob=distribution.log_prob(action),
+            entropy=distribution.entropy(),
+            value=value,
             state=state,
         )

@@ -164,16 +164,18 @@ def replay_steps(
     """
     log_probs, values, entropies = [], [], []
     for t in range(start, stop):
-        distribution, value, state = agent.step(
+        scored = agent.evaluate_actions(
             record.observations[t],
             record.previous_actions[t],
             record.previous_rewards[t],
             state,
             record.new_episode[t],
+            record.actions[t],
         )
-        log_probs.append(distribution.log_prob(record.actions[t]))
-        values.append(value)
-        entropies.append(distribution.entropy())
+        state = scored.state
+        log_probs.append(scored.log_prob)
+        values.append(scored.value)
+        entropies.append(scored.entropy)
     replay = Replay(torch.stack(log_probs), torch.stack(values), torch.stack(entropies))
     return replay, state
 

@@ -11,7 +11,7 @@ import torch
 
 from metods_core.components import create_agent, create_task_sampler
 from metods_core.recipe import load_recipe
-from metods_core.rollout import run_lifetimes
+from metods_core.rollout import replay_lifetimes, run_lifetimes
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "harlow"
 
@@ -49,3 +49,31 @@ def test_recipe_compile_switch_compiles_the_whole_agent_step() -> None:
         recipe = load_recipe(RECIPES / "metods.yaml", [f"trainer.compile={str(flag).lower()}"])
         agent = create_agent(recipe, create_task_sampler(recipe))
         assert agent.step_is_compiled is flag
+
+
+@pytest.mark.slow
+def test_compiled_replay_matches_the_rollout_and_the_eager_replay() -> None:
+    """``evaluate_actions`` compiled (PPO's replay): the collected log-probabilities and values
+    again, and the eager replay's loss gradients, to 1e-6 in float32."""
+    recipe = load_recipe(RECIPES / "metods.yaml", ["trainer.compile=false", "task.max_steps=20"])
+    sampler = create_task_sampler(recipe)
+    torch.manual_seed(0)
+    eager = create_agent(recipe, sampler)
+    compiled = copy.deepcopy(eager)
+    compiled.compile_step()
+    tasks = sampler.sample(6, "train", torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        lifetimes = run_lifetimes(
+            compiled, sampler.make_env(tasks), torch.Generator().manual_seed(1), record=True
+        )
+    assert lifetimes.record is not None
+    gradients = []
+    for agent in (compiled, eager):
+        replay = replay_lifetimes(agent, lifetimes.record)
+        torch.testing.assert_close(replay.log_probs, lifetimes.log_probs, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(replay.values, lifetimes.values, rtol=1e-6, atol=1e-6)
+        loss = -replay.log_probs.sum() + replay.values.square().sum() - replay.entropies.sum()
+        parameters = [p for p in agent.parameters() if p.requires_grad]
+        gradients.append(torch.autograd.grad(loss, parameters))
+    for got, expected in zip(*gradients, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
