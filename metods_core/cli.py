@@ -1,20 +1,20 @@
-"""The ``metods`` command: validate, show, list plugins, train and evaluate.
+"""The ``metods`` command line: its parser, and one exit status for every outcome.
 
-Heavy modules (torch, Lightning, W&B) are imported inside the handlers that need them, so that
-``metods --help`` answers at once. Every ``MetodsError``, and every ``OSError`` (a folder that
-is a file, read-only, full, not permitted), ends as one ``error:`` message on stderr and exit
-status 2, never a traceback; Ctrl+C during training saves the step reached and exits 130.
+What each subcommand does is in ``commands.py``, whose handlers import the heavy modules
+(torch, Lightning, W&B) only when they run, so that ``metods --help`` answers at once. Every
+``MetodsError``, and every ``OSError`` (a folder that is a file, read-only, full, not
+permitted), ends as one ``error:`` message on stderr and exit status 2, never a traceback;
+Ctrl+C during training saves the step reached and exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from metods_core import commands as handlers
 from metods_core.errors import MetodsError, TrainingInterrupted
 
 EXIT_USER_ERROR = 2
@@ -85,15 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a recipe and report every problem")
     validate.add_argument("recipe", metavar="RECIPE", type=Path)
     validate.add_argument("overrides", metavar="key=value", nargs="*", help=overrides_help)
-    validate.set_defaults(handler=_validate)
+    validate.set_defaults(handler=handlers.validate)
 
     show = commands.add_parser("show", help="print a recipe resolved, with every default")
     show.add_argument("recipe", metavar="RECIPE", type=Path)
     show.add_argument("overrides", metavar="key=value", nargs="*", help=overrides_help)
-    show.set_defaults(handler=_show)
+    show.set_defaults(handler=handlers.show)
 
     plugins = commands.add_parser("plugins", help="list installed components by group")
-    plugins.set_defaults(handler=_plugins)
+    plugins.set_defaults(handler=handlers.plugins)
 
     train = commands.add_parser(
         "train",
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume: the checkpoint to continue from (default: last.ckpt; if it is "
         "unreadable, the error lists the earlier ones)",
     )
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=handlers.train)
 
     evaluate = commands.add_parser("evaluate", help="meta-test a trained run on held-out tasks")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", type=Path)
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="recipe override for evaluation (repeatable)",
     )
-    evaluate.set_defaults(handler=_evaluate)
+    evaluate.set_defaults(handler=handlers.evaluate)
 
     impairment = commands.add_parser(
         "impairment",
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     impairment.add_argument("--out", type=Path, help="also write the Markdown table here")
     impairment.add_argument("--json", action="store_true", help="print the table as JSON")
-    impairment.set_defaults(handler=_impairment)
+    impairment.set_defaults(handler=handlers.impairment)
 
     ablate = commands.add_parser(
         "ablate",
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_launcher_arguments(ablate)  # --launcher, --jobs, the SLURM resources of a run
     ablate.add_argument("--out", type=Path, help="output folder (default: ablations/<file stem>)")
     ablate.add_argument("--episodes", type=int, help="held-out lifetimes per evaluation")
-    ablate.set_defaults(handler=_ablate)
+    ablate.set_defaults(handler=handlers.ablate)
     return parser
 
 
@@ -212,158 +212,6 @@ def _check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         if args.recipe is None:
             parser.error("train: give a RECIPE (or --resume DIR)")
         args.recipe = Path(args.recipe)
-
-
-def _validate(args: argparse.Namespace) -> int:
-    from metods_core.recipe import load_recipe
-
-    load_recipe(args.recipe, args.overrides)
-    print(f"ok: {args.recipe}")
-    return 0
-
-
-def _show(args: argparse.Namespace) -> int:
-    from metods_core.recipe import load_recipe, recipe_to_yaml
-
-    print(recipe_to_yaml(load_recipe(args.recipe, args.overrides)), end="")
-    return 0
-
-
-def _plugins(args: argparse.Namespace) -> int:
-    from metods_core.registry import GROUPS, describe_plugin, list_plugins
-
-    for kind, group in GROUPS.items():
-        infos = list_plugins(kind)
-        print(f"{group} ({kind}):")
-        if not infos:
-            print("  (none installed)")
-        names = [info.name for info in infos]
-        rows = []
-        for info in infos:
-            summary = describe_plugin(info)
-            if names.count(info.name) > 1:
-                summary = f"CONFLICT: {info.name!r} is registered twice; {summary}"
-            rows.append((info.name, info.distribution or "?", info.version or "?", summary))
-        widths = [max((len(row[i]) for row in rows), default=0) for i in range(3)]
-        for row in rows:
-            cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-            print("  " + "  ".join([*cells, row[3]]))
-    return 0
-
-
-def _train(args: argparse.Namespace) -> int:
-    from metods_core.training import resume_run, train_recipe
-
-    if args.resume is not None:
-        run_dir = resume_run(args.resume, list(args.overrides), checkpoint=args.checkpoint)
-    else:
-        from metods_core.recipe import load_recipe
-
-        run_dir = train_recipe(load_recipe(args.recipe, args.overrides), args.run_dir)
-    print(f"run directory: {run_dir}")
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from metods_core.evaluation import evaluate_run
-
-    if args.episodes is not None and args.episodes < 1:
-        raise MetodsError(f"evaluate: --episodes must be at least 1, got {args.episodes}")
-    result = evaluate_run(
-        args.run_dir, args.episodes, list(args.overrides), args.greedy, args.checkpoint
-    )
-    if args.json:
-        print(json.dumps(result, default=_jsonable))
-    else:
-        print(format_table(result))
-    return 0
-
-
-def _impairment(args: argparse.Namespace) -> int:
-    from metods_core.impairment import format_markdown, impairment_table
-    from metods_core.training.atomic import write_text_atomic
-
-    if args.episodes is not None and args.episodes < 1:
-        raise MetodsError(f"impairment: --episodes must be at least 1, got {args.episodes}")
-    table = impairment_table(args.runs, args.episodes, args.checkpoint)
-    markdown = format_markdown(table)
-    if args.out is not None:
-        write_text_atomic(args.out, markdown)
-    print(json.dumps(table) if args.json else markdown, end="\n" if args.json else "")
-    return 0
-
-
-def _ablate(args: argparse.Namespace) -> int:
-    import shlex
-
-    from metods_core._launcher_args import launcher_flags, launcher_overrides
-    from metods_core.ablation import (
-        ablation_from_grid,
-        is_ablation_file,
-        load_ablation,
-        run_ablation,
-    )
-
-    if args.episodes is not None and args.episodes < 1:
-        raise MetodsError("ablate: --episodes must be at least 1")
-    launcher, launcher_options = launcher_overrides(args)
-    path, overrides = args.file, list(args.overrides)
-    if is_ablation_file(path):
-        if args.grid:
-            raise MetodsError(
-                f"{path} is an ablation file, which sets the grid; --grid goes with a RECIPE"
-            )
-        ablation = load_ablation(
-            path, overrides, args.out, args.episodes, args.seeds, launcher, launcher_options
-        )
-    else:
-        seeds = args.seeds if args.seeds is not None else 1
-        ablation = ablation_from_grid(
-            path, args.grid, seeds, overrides, args.out, args.episodes, launcher, launcher_options
-        )
-    options = [f"--grid={item}" for item in args.grid]
-    options += [] if args.seeds is None else [f"--seeds={args.seeds}"]
-    options += [*launcher_flags(launcher, launcher_options), f"--out={ablation.out}"]
-    options += [] if args.episodes is None else [f"--episodes={args.episodes}"]
-    command = shlex.join(["metods", "ablate", str(path), *overrides, *options])
-    result = run_ablation(ablation, None, command)
-    for written in result.files:
-        print(f"wrote {written}")
-    for outcome in result.failed:
-        print(f"failed: {outcome.run.name}: {outcome.error}", file=sys.stderr)
-    done = len(result.outcomes) - len(result.failed)
-    print(f"{done}/{len(result.outcomes)} runs done in {result.wall_time_s:.0f} s")
-    return 1 if result.failed else 0
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # tensors and numpy values
-        return value.tolist()
-    return str(value)
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """Return ``result`` as a two-column table, nested keys joined with dots."""
-    rows = list(_flatten(result, ""))
-    width = max((len(key) for key, _ in rows), default=0)
-    return "\n".join(f"{key.ljust(width)}  {text}" for key, text in rows)
-
-
-def _flatten(value: Any, prefix: str) -> Any:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
-        return
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, list | tuple):
-        yield prefix, "[" + ", ".join(_number(item) for item in value) + "]"
-    else:
-        yield prefix, _number(value)
-
-
-def _number(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from metods_core.cli import format_table, main
+from metods_core.cli import main
+from metods_core.commands import format_table
 from metods_core.recipe import load_recipe
 
 METODS_CLI = Path(sys.executable).parent / "metods"
