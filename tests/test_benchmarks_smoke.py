@@ -141,3 +141,18 @@ def test_gpu_benchmark_runs_on_cpu_with_tiny_sizes(tmp_path):
     assert rows == {(t, m) for t in ("harlow", "maze") for m in ("eager", "compile")}
     assert all(row["env_steps_per_s"] > 0 for row in results["results"])
     assert results["peaks"]["copy_gbs"] > 0
+
+
+def test_outer_step_split_times_collection_and_learning():
+    """benchmarks/outer_step_split.py splits a PPO outer step into collection and learning,
+    once per compared value (timings are printed, never checked)."""
+    script = SCRIPT.parent / "outer_step_split.py"
+    recipe = SCRIPT.parent.parent / "recipes" / "harlow" / "metods_ppo.yaml"
+    command = [sys.executable, str(script), str(recipe), "data.batch_tasks=2", "task.max_steps=5"]
+    command += ["--steps", "1", "--warmup", "0", "--json", "--compare", "trainer.compile=false"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)
+    assert result["compile"] is False and result["overrides"][-1] == "trainer.compile=false"
+    assert result["collection_s"] > 0 and result["learning_s"] > 0
+    assert abs(result["collection_s"] + result["learning_s"] - result["total_s"]) < 1e-9

@@ -56,6 +56,7 @@ def _train_tiny(recipe: str, tmp_path: Path, extra: list[str]) -> dict[str, Any]
         "trainer.max_steps=2",
         "trainer.accelerator=cpu",
         "logger.wandb.mode=disabled",
+        "trainer.compile=false",
         *extra,
     ]
     run_dir = train_recipe(

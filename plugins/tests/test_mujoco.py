@@ -209,6 +209,7 @@ def test_impairment_is_a_meta_test_override(tmp_path: Path) -> None:
         "trainer.accelerator=cpu",
         "logger.wandb.mode=disabled",
         "agent.hidden=8",
+        "trainer.compile=false",
     ]
     run_dir = train_recipe(load_recipe(recipe, overrides), tmp_path / "run")
     summary = evaluate_run(
