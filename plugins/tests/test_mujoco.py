@@ -89,35 +89,53 @@ def test_impaired_actuator_out_of_range_is_refused() -> None:
 
 
 def _expected_reward(
-    name: str, sub: Any, target: float, xy_before: np.ndarray, action: Any
+    name: str,
+    sub: Any,
+    target: float,
+    xy_before: np.ndarray,
+    action: Any,
+    weights: dict[str, float] | None = None,
 ) -> float:
-    """Recompute a step's reward from the simulator state, independently of Gymnasium's info."""
+    """Recompute a step's reward from the simulator state, independently of Gymnasium's info;
+    ``weights``: the recipe's reward weights (default: the v5 defaults)."""
+    weights = weights or {}
+    ctrl = weights.get("ctrl_cost_weight", 0.5 if name == "ant_dir" else 0.1)
     xy_after = sub.data.body("torso").xpos[:2].copy() if name == "ant_dir" else sub.data.qpos[:1]
     velocity = (xy_after - xy_before) / sub.dt
     squared = float(np.sum(np.square(action)))
     if name == "cheetah_vel":
-        return -abs(velocity[0] - target) - 0.1 * squared
+        return -abs(velocity[0] - target) - ctrl * squared
     if name == "cheetah_dir":
-        return target * velocity[0] - 0.1 * squared
-    healthy = 0.2 <= sub.state_vector()[2] <= 1.0
-    contact = 5e-4 * float(np.sum(np.square(np.clip(sub.data.cfrc_ext, -1.0, 1.0))))
+        return target * velocity[0] - ctrl * squared
+    healthy = (0.2 <= sub.state_vector()[2] <= 1.0) * weights.get("healthy_reward", 1.0)
+    clipped = np.clip(sub.data.cfrc_ext, -1.0, 1.0)
+    contact = weights.get("contact_cost_weight", 5e-4) * float(np.sum(np.square(clipped)))
     forward = math.cos(target) * velocity[0] + math.sin(target) * velocity[1]
-    return forward + float(healthy) - 0.5 * squared - contact
+    return forward + float(healthy) - ctrl * squared - contact
 
 
 @needs_mujoco
 @pytest.mark.parametrize(
-    ("name", "targets"),
+    ("name", "targets", "weights"),
     [
-        ("cheetah_vel", [0.0, 1.5, 3.0]),
-        ("cheetah_dir", [1.0, -1.0, 1.0]),
-        ("ant_dir", [0.0, math.pi / 2, 4.0]),
+        ("cheetah_vel", [0.0, 1.5, 3.0], {}),
+        ("cheetah_dir", [1.0, -1.0, 1.0], {}),
+        ("ant_dir", [0.0, math.pi / 2, 4.0], {}),
+        ("cheetah_dir", [1.0, -1.0], {"ctrl_cost_weight": 0.5}),
+        (
+            "ant_dir",
+            [0.0, 4.0],
+            {"ctrl_cost_weight": 0.005, "healthy_reward": 0.05, "contact_cost_weight": 0.0},
+        ),
     ],
 )
-def test_rewards_follow_the_task_formula(name: str, targets: list[float]) -> None:
+def test_rewards_follow_the_task_formula(
+    name: str, targets: list[float], weights: dict[str, float]
+) -> None:
     """Rewards are cheetah_vel -|v_x - v*| - 0.1 |a|^2; cheetah_dir d v_x - 0.1 |a|^2; ant_dir
-    cos(theta) v_x + sin(theta) v_y + healthy - 0.5 |a|^2 - contact cost."""
-    env = make_env(SAMPLERS[name], targets, episode_steps=10)
+    cos(theta) v_x + sin(theta) v_y + healthy - 0.5 |a|^2 - contact cost; with the recipe's
+    reward weights (``task.ctrl_cost_weight``, ...) where it sets them."""
+    env = make_env(SAMPLERS[name], targets, episode_steps=10, **weights)
     env.reset()
     for t in range(4):
         before = [
@@ -129,7 +147,7 @@ def test_rewards_follow_the_task_formula(name: str, targets: list[float]) -> Non
         action = random_actions(env, seed=t)
         _, reward, *_ = env.step(action)
         expected = [
-            _expected_reward(name, sub, target, xy, row.numpy())
+            _expected_reward(name, sub, target, xy, row.numpy(), weights)
             for sub, target, xy, row in zip(sub_envs(env), targets, before, action, strict=True)
         ]
         np.testing.assert_allclose(reward.numpy(), expected, rtol=1e-4, atol=1e-4)

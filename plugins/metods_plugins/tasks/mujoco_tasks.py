@@ -14,10 +14,12 @@ motor-control experiments), each task a target for the same robot:
 
 ``v_x``, ``v_y`` are the step's ``info["x_velocity"]``, ``info["y_velocity"]`` (torso
 displacement over ``dt``); ``reward_ctrl`` (``-w * sum(a^2)``: ``w`` is 0.1 for HalfCheetah-v5
-and 0.5 for Ant-v5), ``reward_contact`` and ``reward_survive`` are Gymnasium's info terms at
-their v5 defaults. Ant is built with ``terminate_when_unhealthy=False`` (an ant on its back
-stays there and earns no survive reward) and without contact forces in its observation (27
-numbers), so every lifetime has the same length.
+and 0.5 for Ant-v5), ``reward_contact`` and ``reward_survive`` are Gymnasium's info terms, at
+their v5 defaults unless the recipe sets ``task.ctrl_cost_weight`` (and, for the Ant,
+``task.healthy_reward``, ``task.contact_cost_weight``). Ant is built with
+``terminate_when_unhealthy=False`` (an ant on its back stays there and earns no survive
+reward) and without contact forces in its observation (27 numbers), so every lifetime has the
+same length.
 
 A lifetime is ``episodes_per_lifetime`` episodes of ``episode_steps`` steps of one task (see
 ``mujoco_env.py``). ``impair_actuator=K`` forces actuator K's torque to zero at every step, the
@@ -120,12 +122,17 @@ class _MuJoCoTasks(TaskSampler, abc.ABC):
         vector_strategy: VectorStrategy = "sync"
         """``sync``: the simulators step one after another in this process; ``async``: one
         worker process per task (Gymnasium's AsyncVectorEnv), worth it only with spare cores."""
+        ctrl_cost_weight: float | None = Field(None, ge=0)
+        """Weight ``w`` of the control cost ``-w * sum(a^2)`` in the reward; None: the robot's
+        Gymnasium v5 default (HalfCheetah 0.1, Ant 0.5, as ProMP's 2-D ant-direction task);
+        Ant variants in the literature differ here."""
 
     def __init__(self, config: Config) -> None:
         require_mujoco()
         self.config = config
+        env_kwargs = {**self.env_kwargs, **self._reward_weights()}
         self.observation_space, self.action_space = _spaces(
-            self.env_id, tuple(sorted(self.env_kwargs.items()))
+            self.env_id, tuple(sorted(env_kwargs.items()))
         )
         actuators = int(self.action_space.shape[0])
         if config.impair_actuator is not None and config.impair_actuator >= actuators:
@@ -140,9 +147,15 @@ class _MuJoCoTasks(TaskSampler, abc.ABC):
             RunningObservationNormalizer(dims) if config.normalize_observations else None
         )
         self.simulators = SimulatorPool(
-            partial(make_mujoco_env, self.env_id, config.episode_steps, **self.env_kwargs),
+            partial(make_mujoco_env, self.env_id, config.episode_steps, **env_kwargs),
             config.vector_strategy,
         )
+
+    def _reward_weights(self) -> dict[str, float]:
+        """Return the Gymnasium keyword arguments of the reward weights the recipe sets."""
+        names = ("ctrl_cost_weight", "healthy_reward", "contact_cost_weight")
+        chosen = {name: getattr(self.config, name, None) for name in names}
+        return {name: float(value) for name, value in chosen.items() if value is not None}
 
     def state_dict(self) -> dict[str, Any]:
         """The observation statistics (empty without ``normalize_observations``)."""
@@ -239,6 +252,17 @@ class AntDirTasks(_MuJoCoTasks):
 
     env_id = "Ant-v5"
     env_kwargs = _ANT_KWARGS
+
+    class Config(_MuJoCoTasks.Config):
+        """Parameters of the ant-direction family."""
+
+        healthy_reward: float | None = Field(None, ge=0)
+        """Survival bonus per step while the torso is healthy; None: Ant-v5's default, 1."""
+        contact_cost_weight: float | None = Field(None, ge=0)
+        """Weight of the contact cost ``-w * sum(clip(cfrc_ext)^2)``; None: Ant-v5's default,
+        5e-4."""
+
+    config: Config
 
     def _draw_targets(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return torch.rand(n, generator=generator) * (2 * math.pi)
