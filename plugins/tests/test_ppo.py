@@ -124,6 +124,34 @@ def test_clipped_surrogate_gradient(ratio: float, advantage: float, flat: bool) 
         assert grad.item() == pytest.approx(-advantage * ratio)
 
 
+@pytest.mark.parametrize("dual_clip", [None, 3.0])
+def test_exploding_ratio_gives_finite_gradients(dual_clip: float | None) -> None:
+    """A log-ratio of 95 (float32's exp overflows past 88; measured 24-93 on a squashed
+    cheetah policy) with a negative advantage: loss and gradient stay finite; with dual-clip 3
+    the surrogate is 3 A and carries no gradient."""
+    log_prob = torch.tensor([[95.0]], requires_grad=True)
+    replay = Replay(log_probs=log_prob, values=torch.zeros(1, 1), entropies=torch.zeros(1, 1))
+    terms = one_step_minibatch(-1.0, dual_clip=dual_clip).step_terms(replay, 0, 1)
+    (grad,) = torch.autograd.grad(terms["policy_loss"], log_prob)
+    assert torch.isfinite(terms["loss"]) and torch.isfinite(terms["approx_kl"])
+    assert torch.isfinite(grad).all()
+    if dual_clip is not None:
+        assert terms["policy_loss"].item() == pytest.approx(3.0)
+        assert grad.item() == 0.0
+
+
+@pytest.mark.parametrize(("ratio", "advantage"), [(2.0, -1.0), (4.0, 1.0), (0.5, -1.0)])
+def test_dual_clip_changes_only_large_ratios_with_negative_advantages(
+    ratio: float, advantage: float
+) -> None:
+    """Dual-clip 3 leaves the surrogate as it was unless A < 0 and the ratio exceeds 3."""
+    log_prob = torch.tensor([[float(torch.tensor(ratio).log())]])
+    replay = Replay(log_probs=log_prob, values=torch.zeros(1, 1), entropies=torch.zeros(1, 1))
+    plain = one_step_minibatch(advantage).step_terms(replay, 0, 1)["policy_loss"]
+    dual = one_step_minibatch(advantage, dual_clip=3.0).step_terms(replay, 0, 1)["policy_loss"]
+    assert dual.item() == pytest.approx(plain.item())
+
+
 def test_value_clip_takes_the_larger_error() -> None:
     """With value clipping 0.5, a critic moved from 0 to 2 towards a return of 3 is charged
     the clipped error (0.5 - 3)^2 = 6.25, not its own (2 - 3)^2 = 1; unclipped it is 1."""

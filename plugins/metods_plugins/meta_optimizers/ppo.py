@@ -24,6 +24,13 @@ from metods_plugins.meta_optimizers.advantages import generalized_advantages
 TERMS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
 """The additive terms of ``PPOMinibatch.step_terms``, each a mean over running steps."""
 
+MAX_LOG_RATIO = 20.0
+"""Bound on ``|log pi_new - log pi_old|`` before ``exp``: a ratio of e^20 already carries no
+gradient through either clipped branch, and beyond about e^88 float32's ``exp`` gives inf, whose
+zero gradient in the unselected branch of ``min``/``max`` becomes 0 * inf = NaN (measured: a
+tanh-squashed cheetah policy's saturated actions reached log-ratios of 24-93 after one Adam
+step, and the gradients became non-finite)."""
+
 
 @dataclass
 class PPOMinibatch:
@@ -64,10 +71,13 @@ class PPOMinibatch:
         mask, count = self.mask[span], self.count
         advantages, returns = self.advantages[span], self.returns[span]
         log_ratio = (replay.log_probs - self.old_log_probs[span]) * mask
-        ratio = log_ratio.exp()
+        ratio = log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp()
         surrogate = torch.min(
             ratio * advantages, ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip) * advantages
         )
+        if cfg.dual_clip is not None:  # Ye et al. 2020: bound the loss where advantages < 0
+            bounded = torch.max(surrogate, cfg.dual_clip * advantages)
+            surrogate = torch.where(advantages < 0, bounded, surrogate)
         policy_loss = -(surrogate * mask).sum() / count
         squared = (replay.values - returns).pow(2)
         if cfg.value_clip is not None:
@@ -126,6 +136,12 @@ class PPOMetaOptimizer(MetaOptimizer):
         normalize_advantages: bool = True
         """Standardise the advantages over each minibatch's running steps (mean 0, standard
         deviation 1) before the policy loss."""
+        dual_clip: float | None = Field(None, gt=1)
+        """If set (e.g. 3), dual-clip PPO (Ye et al. 2020): where the advantage is negative the
+        surrogate is at least ``dual_clip * advantage``, so a step whose probability ratio grew
+        past ``dual_clip`` gives no gradient instead of one proportional to the ratio. Guards
+        against saturated squashed actions, whose log-probabilities move by tens of nats per
+        update."""
         target_kl: float | None = Field(None, gt=0)
         """If set, stop the outer step's epochs before any update whose replay shows an
         approximate KL divergence from the collecting policy above this (Stable-Baselines3's
