@@ -139,9 +139,9 @@ class PPOMetaOptimizer(MetaOptimizer):
         dual_clip: float | None = Field(None, gt=1)
         """If set (e.g. 3), dual-clip PPO (Ye et al. 2020): where the advantage is negative the
         surrogate is at least ``dual_clip * advantage``, so a step whose probability ratio grew
-        past ``dual_clip`` gives no gradient instead of one proportional to the ratio. Guards
-        against saturated squashed actions, whose log-probabilities move by tens of nats per
-        update."""
+        past ``dual_clip`` gives no gradient instead of one proportional to the ratio. Aimed at
+        saturated squashed actions, whose log-probabilities can move by tens of nats per update
+        (on cheetah_dir it kept the gradients finite, but did not stop the collapse)."""
         target_kl: float | None = Field(None, gt=0)
         """If set, stop the outer step's epochs before any update whose replay shows an
         approximate KL divergence from the collecting policy above this (Stable-Baselines3's
