@@ -25,16 +25,23 @@ def _lifetime_gradients(agent: torch.nn.Module, recipe_seed: int, sampler) -> tu
     return loss.detach(), torch.autograd.grad(loss, parameters)
 
 
-@pytest.mark.slow
-def test_compiled_agent_step_matches_eager() -> None:
-    """Same actions, loss and gradients to 1e-6 (float32), eager against compiled (the
-    shipped MetODS recipe's agent)."""
+def _eager_and_compiled() -> tuple:
+    """Return the shipped MetODS recipe's sampler (20-step lifetimes), its agent, and a copy
+    of the agent with its step compiled."""
     recipe = load_recipe(RECIPES / "metods.yaml", ["trainer.compile=false", "task.max_steps=20"])
     sampler = create_task_sampler(recipe)
     torch.manual_seed(0)
     eager = create_agent(recipe, sampler)
     compiled = copy.deepcopy(eager)
     compiled.compile_step()
+    return sampler, eager, compiled
+
+
+@pytest.mark.slow
+def test_compiled_agent_step_matches_eager() -> None:
+    """Same actions, loss and gradients to 1e-6 (float32), eager against compiled (the
+    shipped MetODS recipe's agent)."""
+    sampler, eager, compiled = _eager_and_compiled()
     assert compiled.step_is_compiled and not eager.step_is_compiled
     loss_eager, grads_eager = _lifetime_gradients(eager, 3, sampler)
     loss_compiled, grads_compiled = _lifetime_gradients(compiled, 3, sampler)
@@ -55,12 +62,7 @@ def test_recipe_compile_switch_compiles_the_whole_agent_step() -> None:
 def test_compiled_replay_matches_the_rollout_and_the_eager_replay() -> None:
     """``evaluate_actions`` compiled (PPO's replay): the collected log-probabilities and values
     again, and the eager replay's loss gradients, to 1e-6 in float32."""
-    recipe = load_recipe(RECIPES / "metods.yaml", ["trainer.compile=false", "task.max_steps=20"])
-    sampler = create_task_sampler(recipe)
-    torch.manual_seed(0)
-    eager = create_agent(recipe, sampler)
-    compiled = copy.deepcopy(eager)
-    compiled.compile_step()
+    sampler, eager, compiled = _eager_and_compiled()
     tasks = sampler.sample(6, "train", torch.Generator().manual_seed(3))
     with torch.no_grad():
         lifetimes = run_lifetimes(
