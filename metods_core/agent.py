@@ -38,9 +38,12 @@ class Action(NamedTuple):
     """One step of acting: ``Agent.act``'s result, each ``(batch, ...)``."""
 
     action: torch.Tensor
-    """The sampled action ``(batch,)`` or ``(batch, dims)``, detached."""
+    """The read-out's sample ``(batch,)`` or ``(batch, dims)``, detached: what ``log_prob``
+    scores and a replay re-scores."""
+    env_action: torch.Tensor
+    """The action the environment takes, ``readout.env_action(action)``."""
     log_prob: torch.Tensor
-    """Its log-probability under the policy ``(batch,)``."""
+    """The sample's log-probability under the policy ``(batch,)``."""
     entropy: torch.Tensor
     """The policy's entropy ``(batch,)``."""
     value: torch.Tensor
@@ -196,12 +199,14 @@ class Agent(nn.Module):
             self, observation, previous_action, previous_reward, state, new_episode
         )
         action = self.readout.sample_from_noise(distribution, noise)
+        env_action = self.readout.env_action(action)
         return Action(
             action=action,
+            env_action=env_action,
             log_prob=distribution.log_prob(action),
             entropy=distribution.entropy(),
             value=value,
-            encoded_action=self.encode_action(action),
+            encoded_action=self.encode_action(env_action),
             state=state,
         )
 
@@ -214,8 +219,8 @@ class Agent(nn.Module):
         new_episode: torch.Tensor,
         action: torch.Tensor,
     ) -> Evaluation:
-        """Step, then score the given ``action`` (a recorded one): what a replay does at every
-        step (PPO's ratio), in one call (one compiled graph under ``compile_step``).
+        """Step, then score the given ``action`` (a recorded read-out sample): what a replay does
+        at every step (PPO's ratio), in one call (one compiled graph under ``compile_step``).
 
         ``step``'s arguments, and ``action`` ``(batch,)`` or ``(batch, dims)``.
         """

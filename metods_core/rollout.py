@@ -23,7 +23,8 @@ class LifetimeRecord:
         previous_actions: encoded previous actions ``(steps, batch, action_size)``.
         previous_rewards: ``(steps, batch)``.
         new_episode: bool ``(steps, batch)``, set where a new episode of the lifetime starts.
-        actions: the actions taken ``(steps, batch, ...)``.
+        actions: the read-out's samples ``(steps, batch, ...)``, what the policy scored (the
+            environment took ``readout.env_action`` of them).
     """
 
     observations: torch.Tensor
@@ -114,7 +115,12 @@ def run_lifetimes(
             acted = agent.act(
                 observation, previous_action, previous_reward, state, new_episode, noise[t]
             )
-            action, value, state = acted.action, acted.value, acted.state
+            action, env_action, value, state = (
+                acted.action,
+                acted.env_action,
+                acted.value,
+                acted.state,
+            )
             log_prob, entropy, encoded_action = acted.log_prob, acted.entropy, acted.encoded_action
         else:
             distribution, value, state = agent.step(
@@ -125,10 +131,11 @@ def run_lifetimes(
             else:
                 action = agent.readout.sample(distribution, generator)
             log_prob, entropy = distribution.log_prob(action), distribution.entropy()
-            encoded_action = agent.encode_action(action)
+            env_action = agent.readout.env_action(action)
+            encoded_action = agent.encode_action(env_action)
         if record:
             inputs.append((observation, previous_action, previous_reward, new_episode, action))
-        observation, reward, terminated, truncated, info = env.step(action)
+        observation, reward, terminated, truncated, info = env.step(env_action)
         alive.append(running)
         rewards.append(reward * running)
         values.append(value)

@@ -30,11 +30,23 @@ class Readout(nn.Module, abc.ABC):
     def sample(
         self, distribution: torch.distributions.Distribution, generator: torch.Generator
     ) -> torch.Tensor:
-        """Draw one action per task from ``distribution`` with ``generator`` (no global RNG)."""
+        """Draw one sample per task from ``distribution`` with ``generator`` (no global RNG):
+        what ``distribution.log_prob`` scores; the environment takes ``env_action`` of it."""
 
     @abc.abstractmethod
     def mode(self, distribution: torch.distributions.Distribution) -> torch.Tensor:
-        """Return the most likely action per task (greedy evaluation)."""
+        """Return the most likely sample per task (greedy evaluation), as ``sample`` does."""
+
+    def env_action(self, sample: torch.Tensor) -> torch.Tensor:
+        """Return the action the environment takes for ``sample`` (one of ``sample``,
+        ``sample_from_noise`` or ``mode``), shape ``(batch, ...)``; the identity by default.
+
+        Rollouts record and replay the sample, not the action. A read-out whose map to the
+        action space loses information (a tanh squash saturates in float32, a clip) samples
+        the value before that map and applies the map here, so a replay (PPO's ratio) scores
+        exactly what was drawn.
+        """
+        return sample
 
     def draw_noise(
         self,
@@ -53,6 +65,7 @@ class Readout(nn.Module, abc.ABC):
     def sample_from_noise(
         self, distribution: torch.distributions.Distribution, noise: torch.Tensor
     ) -> torch.Tensor:
-        """Return one detached action per task from ``distribution`` and ``noise`` (one step
-        of ``draw_noise``'s output); needed only where ``draw_noise`` returns noise."""
+        """Return one detached sample per task (as ``sample`` does) from ``distribution`` and
+        ``noise`` (one step of ``draw_noise``'s output); needed only where ``draw_noise``
+        returns noise."""
         raise NotImplementedError(f"{type(self).__name__} draws no noise ahead of sampling")

@@ -122,8 +122,8 @@ def check_forward_shapes(cls: type[Readout], action_space: gym.Space, /, **confi
 
 
 def check_sample(cls: type[Readout], action_space: gym.Space, /, **config: Any) -> None:
-    """``sample`` gives actions in the space, reproducibly from the generator alone, varying
-    with it, and without touching the global RNG."""
+    """``sample`` gives samples whose ``env_action`` lies in the space, reproducibly from the
+    generator alone, varying with it, and without touching the global RNG."""
     readout = build_readout(cls, action_space, config)
     with torch.no_grad():
         distribution, _ = readout(_inputs())
@@ -133,7 +133,7 @@ def check_sample(cls: type[Readout], action_space: gym.Space, /, **config: Any) 
     assert torch.equal(torch.get_rng_state(), global_state), (
         "sample used the global RNG: draw with the generator it is given"
     )
-    _assert_actions(first, action_space, "sample")
+    _assert_actions(readout.env_action(first), action_space, "env_action(sample)")
     assert torch.equal(first, second), (
         "sample with equally seeded generators gave different actions"
     )
@@ -144,8 +144,8 @@ def check_sample(cls: type[Readout], action_space: gym.Space, /, **config: Any) 
 
 def check_noise_sampling(cls: type[Readout], action_space: gym.Space, /, **config: Any) -> None:
     """Where ``draw_noise`` gives noise (optional), ``sample_from_noise`` on a lifetime's noise
-    gives actions in the space, detached, and varying over the steps; noise drawn for
-    ``(steps, batch)`` has that shape in front and never uses the global RNG."""
+    gives detached samples whose ``env_action`` lies in the space, varying over the steps;
+    noise drawn for ``(steps, batch)`` has that shape in front and never uses the global RNG."""
     readout = build_readout(cls, action_space, config)
     global_state = torch.get_rng_state()
     noise = readout.draw_noise((4, BATCH), torch.Generator().manual_seed(0))
@@ -156,21 +156,22 @@ def check_noise_sampling(cls: type[Readout], action_space: gym.Space, /, **confi
     y = _inputs().requires_grad_(True)
     distribution, _ = readout(y)
     actions = torch.stack([readout.sample_from_noise(distribution, step) for step in noise])
-    assert not actions.requires_grad, "sample_from_noise must return detached actions"
+    assert not actions.requires_grad, "sample_from_noise must return detached samples"
     for step in actions:
-        _assert_actions(step, action_space, "sample_from_noise")
+        _assert_actions(readout.env_action(step), action_space, "env_action(sample_from_noise)")
     assert not (actions == actions[0]).all(), "four steps of noise gave identical actions"
 
 
 def check_mode(cls: type[Readout], action_space: gym.Space, /, **config: Any) -> None:
-    """``mode`` gives actions in the space, the same every time, without the global RNG."""
+    """``mode`` gives a sample whose ``env_action`` lies in the space, the same every time,
+    without the global RNG."""
     readout = build_readout(cls, action_space, config)
     with torch.no_grad():
         distribution, _ = readout(_inputs())
     global_state = torch.get_rng_state()
     first, second = readout.mode(distribution), readout.mode(distribution)
     assert torch.equal(torch.get_rng_state(), global_state), "mode used the global RNG"
-    _assert_actions(first, action_space, "mode")
+    _assert_actions(readout.env_action(first), action_space, "env_action(mode)")
     assert torch.equal(first, second), "mode is not deterministic"
 
 

@@ -1,4 +1,4 @@
-"""The Gaussian read-out: sampling with the generator, squashed log-densities, clipping."""
+"""The Gaussian read-out: sampling with the generator, exact squashed log-densities, clipping."""
 
 from __future__ import annotations
 
@@ -50,66 +50,93 @@ def test_only_bounded_one_dimensional_boxes_are_supported() -> None:
 
 @pytest.mark.parametrize("actions", ["squash", "clip"])
 def test_sample_is_mean_plus_std_times_the_generators_noise(actions: str) -> None:
-    """``sample`` maps ``loc + scale * randn(generator)`` to the Box, detached; ``mode`` maps the
-    mean."""
+    """``sample`` is ``loc + scale * randn(generator)``, detached, and ``mode`` the mean;
+    ``env_action`` maps either to the Box (tanh and rescale, or clip)."""
     readout = build(actions=actions)
     distribution, _ = readout(torch.randn(5, 4))
     sample = readout.sample(distribution, torch.Generator().manual_seed(3))
-    normal = distribution.base_dist.base_dist if actions == "squash" else distribution.base_dist
+    normal = distribution.base_dist
     noise = torch.randn(5, 3, generator=torch.Generator().manual_seed(3))
-    u = normal.loc + normal.scale * noise
+    u = (normal.loc + normal.scale * noise).detach()
     low, high = torch.tensor(BOX.low), torch.tensor(BOX.high)
     if actions == "squash":
-        expected = (high + low) / 2 + (high - low) / 2 * torch.tanh(u)
+        action = (high + low) / 2 + (high - low) / 2 * torch.tanh(u)
         mode = (high + low) / 2 + (high - low) / 2 * torch.tanh(normal.loc)
     else:
-        expected, mode = torch.clamp(u, low, high), torch.clamp(normal.loc, low, high)
-    torch.testing.assert_close(sample, expected.detach())
-    torch.testing.assert_close(readout.mode(distribution), mode.detach())
+        action, mode = torch.clamp(u, low, high), torch.clamp(normal.loc, low, high)
+    torch.testing.assert_close(sample, u)
+    torch.testing.assert_close(readout.mode(distribution), normal.loc.detach())
+    torch.testing.assert_close(readout.env_action(sample), action)
+    torch.testing.assert_close(readout.env_action(readout.mode(distribution)), mode.detach())
     assert not sample.requires_grad
 
 
 def test_squashed_log_prob_includes_the_change_of_variables() -> None:
-    """log p(a) = sum_i [log N(u_i) - log(1 - tanh(u_i)^2) - log(half_width_i)], u = atanh of the
-    rescaled action; entropy is the base Gaussian's, summed over dimensions."""
+    """log p(a) = sum_i [log N(u_i) - log(1 - tanh(u_i)^2) - log(half_width_i)], scored at the
+    sample u; entropy is the base Gaussian's, summed over dimensions."""
     readout = build(actions="squash", initial_log_std=-0.3)
     distribution, _ = readout(torch.randn(5, 4))
-    action = readout.sample(distribution, torch.Generator().manual_seed(1))
-    normal = distribution.base_dist.base_dist
-    low, high = torch.tensor(BOX.low), torch.tensor(BOX.high)
-    half = (high - low) / 2
-    u = torch.atanh((action - (high + low) / 2) / half)
+    u = readout.sample(distribution, torch.Generator().manual_seed(1))
+    normal = distribution.base_dist
+    half = (torch.tensor(BOX.high) - torch.tensor(BOX.low)) / 2
     expected = (normal.log_prob(u) - torch.log1p(-(torch.tanh(u) ** 2)) - torch.log(half)).sum(-1)
-    torch.testing.assert_close(distribution.log_prob(action), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(distribution.log_prob(u), expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(distribution.entropy(), normal.entropy().sum(-1))
     per_dimension = 0.5 * math.log(2 * math.pi * math.e) - 0.3
     torch.testing.assert_close(distribution.entropy(), torch.full((5,), 3 * per_dimension))
 
 
-def test_saturated_actions_have_finite_log_prob() -> None:
-    """An action exactly on a bound (tanh saturated in float32) still has a finite log-prob."""
-    readout = build(actions="squash")
-    distribution, _ = readout(torch.randn(2, 4))
-    on_bounds = torch.from_numpy(np.stack([BOX.low, BOX.high]))
-    assert torch.isfinite(distribution.log_prob(on_bounds)).all()
+def test_saturated_samples_are_scored_exactly() -> None:
+    """Samples far in tanh's tails (their actions round to the bounds in float32) keep the
+    exact log-density, and a small move of the mean moves it by the Gaussian's amount only.
+
+    The regression: scoring atanh of the clamped action put u near 8.3 whatever the sample,
+    so with the mean at 15 and std 0.1 a 0.01 step of the mean moved the log-prob by ~20 nats.
+    """
+    readout = build(actions="squash", initial_log_std=math.log(0.1))
+    with torch.no_grad():
+        readout.mean.weight.zero_()
+        readout.mean.bias.copy_(torch.tensor([15.0, -12.0, 10.0]))
+    distribution, _ = readout(torch.zeros(1, 4))
+    u = readout.sample(distribution, torch.Generator().manual_seed(0))
+    action = readout.env_action(u)
+    assert torch.equal(action, torch.tensor([[0.5, 0.0, 2.0]]))
+    u64, loc64 = u.double(), distribution.base_dist.loc.double()
+    half = (torch.tensor(BOX.high) - torch.tensor(BOX.low)).double() / 2
+    exact = (
+        torch.distributions.Normal(loc64, 0.1).log_prob(u64)
+        - torch.log(half * (1 - torch.tanh(u64) ** 2))
+    ).sum(-1)
+    torch.testing.assert_close(distribution.log_prob(u).double(), exact, rtol=1e-5, atol=1e-3)
+    with torch.no_grad():
+        readout.mean.bias.add_(0.01)
+    moved, _ = readout(torch.zeros(1, 4))
+    log_ratio = moved.log_prob(u) - distribution.log_prob(u)
+    gaussian = torch.distributions.Normal(loc64 + 0.01, 0.1).log_prob(u64).sum(-1) - (
+        torch.distributions.Normal(loc64, 0.1).log_prob(u64).sum(-1)
+    )
+    torch.testing.assert_close(log_ratio.double(), gaussian, atol=1e-3, rtol=1e-3)
+    assert log_ratio.abs().max() < 1.0
 
 
-def test_clip_keeps_actions_in_the_box() -> None:
-    """With a wide Gaussian, clipped samples stay in the Box and some lie on its bounds."""
+def test_clip_keeps_actions_in_the_box_and_scores_the_unclipped_sample() -> None:
+    """With a wide Gaussian, clipped actions stay in the Box and some lie on its bounds; the
+    log-probability is the Gaussian density of the sample itself."""
     readout = build(actions="clip", initial_log_std=2.0)
     distribution, _ = readout(torch.randn(64, 4))
-    action = readout.sample(distribution, torch.Generator().manual_seed(0))
+    u = readout.sample(distribution, torch.Generator().manual_seed(0))
+    action = readout.env_action(u)
     low, high = torch.tensor(BOX.low), torch.tensor(BOX.high)
     assert ((action >= low) & (action <= high)).all()
     assert ((action == low) | (action == high)).any()
-    assert torch.isfinite(distribution.log_prob(action)).all()
+    torch.testing.assert_close(distribution.log_prob(u), distribution.base_dist.log_prob(u).sum(-1))
 
 
 def test_log_std_is_clamped() -> None:
     """A learned log-std head is clamped to [min_log_std, max_log_std]."""
     readout = build(log_std="learned", min_log_std=-1.0, max_log_std=0.5)
     distribution, _ = readout(torch.randn(8, 4) * 100)
-    scale = distribution.base_dist.base_dist.scale
+    scale = distribution.base_dist.scale
     assert scale.min() >= math.exp(-1.0) - 1e-6 and scale.max() <= math.exp(0.5) + 1e-6
 
 

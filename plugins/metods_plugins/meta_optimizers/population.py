@@ -77,7 +77,7 @@ class _Memory(nn.Module):
 
 
 class _SampleFromNoise(nn.Module):
-    """``forward(y, noise)``: the read-out g, then one action from ``noise``."""
+    """``forward(y, noise)``: the read-out g, then the action of one sample from ``noise``."""
 
     def __init__(self, agent: Agent) -> None:
         super().__init__()
@@ -85,11 +85,14 @@ class _SampleFromNoise(nn.Module):
 
     def forward(self, output: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         distribution, _ = self.agent.readout(output)
-        return self.agent.readout.sample_from_noise(distribution, noise)
+        return self.agent.readout.env_action(
+            self.agent.readout.sample_from_noise(distribution, noise)
+        )
 
 
 class _Sample(nn.Module):
-    """``forward(y, generator)``: the read-out g, then one action drawn with ``generator``."""
+    """``forward(y, generator)``: the read-out g, then the action of one sample drawn with
+    ``generator``."""
 
     def __init__(self, agent: Agent) -> None:
         super().__init__()
@@ -97,7 +100,7 @@ class _Sample(nn.Module):
 
     def forward(self, output: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         distribution, _ = self.agent.readout(output)
-        return self.agent.readout.sample(distribution, generator)
+        return self.agent.readout.env_action(self.agent.readout.sample(distribution, generator))
 
 
 class Population:

@@ -2,65 +2,61 @@
 
 For continuous (``Box``) action spaces. The policy's mean is a linear head; its log standard
 deviation is either one learned vector shared by every state (``state_independent``) or a second
-linear head (``learned``). Actions reach the Box in one of two ways:
+linear head (``learned``). The read-out samples ``u ~ N(mean, std)``; ``env_action`` maps ``u``
+to the Box in one of two ways:
 
-- ``squash``: ``a = centre + half_width * tanh(u)`` with ``u ~ N(mean, std)``, a
-  ``TransformedDistribution`` whose ``log_prob`` includes the tanh and affine log-determinants
-  (Haarnoja et al. 2018, SAC, appendix C). The squashed Gaussian has no closed-form entropy:
-  ``entropy()`` returns the entropy of the base Gaussian ``u`` instead (a common surrogate; it
-  ignores the log-determinant term, which is what keeps an entropy bonus from pushing ``u``
-  into tanh's flat tails).
-- ``clip``: ``a = clip(u, low, high)``. ``log_prob`` is the Gaussian density at the clipped
-  action, which is biased for samples beyond the bounds; prefer ``squash`` unless the bounds are
-  far from where the policy acts.
+- ``squash``: ``a = centre + half_width * tanh(u)``. ``log_prob(u)`` is the density of ``a``:
+  the Gaussian's, minus the tanh and affine log-determinants (Haarnoja et al. 2018, SAC,
+  appendix C), computed from ``u`` in the stable form ``2 (log 2 - u - softplus(-2u))``. The
+  squashed Gaussian has no closed-form entropy: ``entropy()`` returns the entropy of the base
+  Gaussian ``u`` instead (a common surrogate; it ignores the log-determinant term, which is what
+  keeps an entropy bonus from pushing ``u`` into tanh's flat tails).
+- ``clip``: ``a = clip(u, low, high)``; ``log_prob(u)`` is the Gaussian density of ``u``.
+
+Rollouts record ``u``, not ``a``. Recovering ``u`` from ``a`` is not possible where tanh
+saturates (``|u|`` above about 9 rounds to +-1 in float32) or the clip cuts: an earlier version
+scored ``atanh`` of the clamped action, whose log-probability is steep in the mean there, and a
+cheetah run's PPO log-ratios reached 24-93 after one update (docs/results.md).
 
 ``log_prob`` and ``entropy`` are summed over action dimensions (``Independent``), so both are
-``(batch,)``. ``sample`` draws ``mean + std * randn(generator=...)`` and returns detached actions
-(score-function gradients go through ``log_prob``, never through the action).
+``(batch,)``. ``sample`` draws ``mean + std * randn(generator=...)`` detached (score-function
+gradients go through ``log_prob``, never through the sample).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import gymnasium as gym
 import torch
 from pydantic import Field, model_validator
 from torch import nn
-from torch.distributions import (
-    AffineTransform,
-    Distribution,
-    Independent,
-    Normal,
-    TanhTransform,
-    TransformedDistribution,
-)
+from torch.distributions import Distribution, Independent, Normal
 
 from metods_core import ComponentConfig, Readout
 
 
-class _ClampedTanhTransform(TanhTransform):
-    """``tanh`` whose inverse clamps to the open interval, so a saturated action (exactly +-1 in
-    float32) still has a finite log-probability."""
+class _TanhGaussian(Independent):
+    """A diagonal Gaussian over pre-squash values ``u`` ``(batch, dims)``; ``log_prob(u)`` is
+    the density of ``centre + half_width * tanh(u)``, ``entropy`` the base Gaussian's."""
 
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        bound = 1.0 - torch.finfo(y.dtype).eps
-        return torch.atanh(y.clamp(-bound, bound))
+    def __init__(self, normal: Normal, half_width: torch.Tensor) -> None:
+        super().__init__(normal, 1, validate_args=False)
+        self.half_width = half_width
 
-
-class _SquashedGaussian(TransformedDistribution):
-    """A tanh-squashed, rescaled diagonal Gaussian; ``entropy`` is the base Gaussian's."""
-
-    def entropy(self) -> torch.Tensor:
-        """Return the entropy of the Gaussian before squashing ``(batch,)`` (an estimate)."""
-        return self.base_dist.entropy()
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """Return ``log N(u) - sum log(half_width * (1 - tanh(u)^2))`` ``(batch,)``."""
+        log_tanh_derivative = 2 * (math.log(2.0) - value - nn.functional.softplus(-2 * value))
+        log_det = (torch.log(self.half_width) + log_tanh_derivative).sum(-1)
+        return super().log_prob(value) - log_det
 
 
 def _normal(distribution: Distribution) -> Normal:
     """Return the element-wise Normal under a distribution built by ``GaussianReadout``."""
     base = distribution
     while not isinstance(base, Normal):
-        if not isinstance(base, Independent | TransformedDistribution):
+        if not isinstance(base, Independent):
             raise TypeError(f"not a distribution of GaussianReadout: {type(distribution)}")
         base = base.base_dist
     return base
@@ -86,7 +82,7 @@ class GaussianReadout(Readout):
         max_log_std: float = 2.0
         """Upper clamp of the log standard deviation."""
         actions: Literal["squash", "clip"] = "squash"
-        """squash: tanh to the Box bounds (exact log-prob); clip: clip a Gaussian sample."""
+        """squash: tanh to the Box bounds; clip: clip the Gaussian sample (the sample is scored)."""
 
         @model_validator(mode="after")
         def _check_log_std_range(self) -> GaussianReadout.Config:
@@ -150,19 +146,14 @@ class GaussianReadout(Readout):
         normal = Normal(mean, log_std.exp(), validate_args=False)
         distribution: Distribution
         if self.config.actions == "squash":
-            centre = (self.high + self.low) / 2
-            half_width = (self.high - self.low) / 2
-            distribution = _SquashedGaussian(
-                Independent(normal, 1, validate_args=False),
-                [_ClampedTanhTransform(), AffineTransform(centre, half_width)],
-                validate_args=False,
-            )
+            distribution = _TanhGaussian(normal, (self.high - self.low) / 2)
         else:
             distribution = Independent(normal, 1, validate_args=False)
         return distribution, self.value(features).squeeze(-1)
 
-    def _to_actions(self, u: torch.Tensor) -> torch.Tensor:
-        """Map pre-squash values ``(batch, dims)`` to actions in the Box ``(batch, dims)``."""
+    def env_action(self, sample: torch.Tensor) -> torch.Tensor:
+        """Map samples ``u`` ``(batch, dims)`` to actions in the Box ``(batch, dims)``."""
+        u = sample
         if self.config.actions == "squash":
             centre = (self.high + self.low) / 2
             half_width = (self.high - self.low) / 2
@@ -171,7 +162,7 @@ class GaussianReadout(Readout):
         return torch.minimum(torch.maximum(u, self.low), self.high)
 
     def sample(self, distribution: Distribution, generator: torch.Generator) -> torch.Tensor:
-        """Draw detached actions ``(batch, dims)`` with ``generator``."""
+        """Draw detached samples ``u`` ``(batch, dims)`` with ``generator``."""
         loc = _normal(distribution).loc
         noise = torch.randn(loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
         return self.sample_from_noise(distribution, noise)
@@ -188,10 +179,10 @@ class GaussianReadout(Readout):
         return torch.randn((*shape, dims), generator=generator, device=device, dtype=dtype)
 
     def sample_from_noise(self, distribution: Distribution, noise: torch.Tensor) -> torch.Tensor:
-        """Return the detached actions ``(batch, dims)`` of ``mean + std * noise``."""
+        """Return the detached samples ``u = mean + std * noise`` ``(batch, dims)``."""
         normal = _normal(distribution)
-        return self._to_actions(normal.loc.detach() + normal.scale.detach() * noise)
+        return normal.loc.detach() + normal.scale.detach() * noise
 
     def mode(self, distribution: Distribution) -> torch.Tensor:
-        """Return the mean action mapped to the Box ``(batch, dims)``."""
-        return self._to_actions(_normal(distribution).loc.detach())
+        """Return the mean ``u`` ``(batch, dims)`` (``env_action`` maps it to the Box)."""
+        return _normal(distribution).loc.detach()
