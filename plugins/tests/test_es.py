@@ -59,6 +59,19 @@ def test_centered_ranks_share_ties() -> None:
     torch.testing.assert_close(ascent["w"], noise["w"][2] / (4 * 0.1))
 
 
+@pytest.mark.parametrize("values", [3, 1000], ids=["many-ties", "few-ties"])
+def test_centered_ranks_equal_the_counting_definition(values: int) -> None:
+    """The sort-based ranks equal rank = #below + (#equal - 1) / 2 counted pairwise, in any
+    order, with many or few ties, and for a single member."""
+    generator = torch.Generator().manual_seed(values)
+    for size in (1, 2, 7, 64, 301):
+        fitness = torch.randint(0, values, (size,), generator=generator).double()
+        below = (fitness.unsqueeze(0) < fitness.unsqueeze(1)).sum(1).double()
+        equal = (fitness.unsqueeze(0) == fitness.unsqueeze(1)).sum(1).double()
+        expected = (below + (equal - 1) / 2) / max(size - 1, 1) - 0.5
+        torch.testing.assert_close(centered_ranks(fitness), expected, rtol=0, atol=1e-12)
+
+
 def test_antithetic_pairs_are_opposite() -> None:
     """Member 2j is +eps_j and member 2j+1 is -eps_j, for every parameter."""
     noise = antithetic_noise(
