@@ -178,15 +178,13 @@ class MetODSRule(PlasticityRule):
             stacked = torch.stack(activations)  # (s, batch, N)
             v_new = torch.tensordot(kappa[:s], stacked, dims=1) + kappa[s] * read
             writes_pre.append(v_prev)
-            writes_post.append(v_prev if self.projection is None else self.projection(v_prev))
+            writes_post.append(self._post(v_prev))
             activations.append(v_new)
         final = composition[steps]
         pre = torch.stack(writes_pre, dim=-1) * final[1:]  # (batch, N, S), scaled by d_S
         post = torch.stack(writes_post, dim=-2)  # (batch, S, N)
         written = torch.bmm(pre, post)  # sum_j d_S[j] v(j-1) post(v(j-1))^T, (batch, N, N)
-        if self.alpha is not None:
-            written = self.alpha * written
-        return activations[-1], final[0] * state + written
+        return activations[-1], final[0] * state + self._gate(written)
 
     def _one_recursion(
         self, x: torch.Tensor, state: torch.Tensor
@@ -196,11 +194,17 @@ class MetODSRule(PlasticityRule):
         read = _read(state, x)
         if self._sigma is not None:
             read = self._sigma(read)
-        post = x if self.projection is None else self.projection(x)
-        written = x.unsqueeze(-1) * post.unsqueeze(-2)
-        if self.alpha is not None:
-            written = self.alpha * written
-        return kappa[0] * x + kappa[1] * read, beta[0] * state + beta[1] * written
+        written = x.unsqueeze(-1) * self._post(x).unsqueeze(-2)  # (batch, N, N)
+        return kappa[0] * x + kappa[1] * read, beta[0] * state + beta[1] * self._gate(written)
+
+    def _post(self, v: torch.Tensor) -> torch.Tensor:
+        """Return the write's post-synaptic side ``post(v)`` ``(batch, N)``: ``v``, ``P v``
+        or ``MLP(v)`` (``Config.write``)."""
+        return v if self.projection is None else self.projection(v)
+
+    def _gate(self, written: torch.Tensor) -> torch.Tensor:
+        """Return ``alpha * written`` for outer products ``written`` ``(batch, N, N)``."""
+        return written if self.alpha is None else self.alpha * written
 
     def _composition(self) -> torch.Tensor:
         """Return ``(S + 1, S + 1)`` coefficients expressing each W(s) in W(0) and the writes.
