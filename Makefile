@@ -28,11 +28,16 @@ train: setup
 evaluate: setup
 	$(BIN)/metods evaluate $(RUN_DIR)
 
+# The suite runs on TEST_WORKERS pytest-xdist workers (default 2: the CI machine's cores), one
+# torch thread each, so the workers do not oversubscribe the cores (TEST_WORKERS=0: one process).
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+
 test: setup
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 benchmark: setup
 	$(BIN)/python benchmarks/harlow_throughput.py
