@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from metods_core import BatchedEnv
+from metods_plugins.tasks.lifetime_clock import LifetimeClock
 
 
 class MetaWorldSimulators:
@@ -81,7 +82,7 @@ class MetaWorldBatchedEnv(BatchedEnv):
         self.device = device
         self._low = np.asarray(observation_space.low, dtype=np.float64)
         self._high = np.asarray(observation_space.high, dtype=np.float64)
-        self.steps = 0
+        self.clock = LifetimeClock(self.num_envs, rollout_steps, rollouts, device)
         self.rewards = np.zeros((self.num_envs, self.lifetime_steps), dtype=np.float32)
         self.successes = np.zeros((self.num_envs, self.lifetime_steps), dtype=bool)
         self._observation = torch.zeros(self.num_envs, *observation_space.shape, device=device)
@@ -103,7 +104,7 @@ class MetaWorldBatchedEnv(BatchedEnv):
         for simulator, task, seed in zip(self._lent(), self.tasks, self.seeds, strict=True):
             simulator.set_task(task)
             simulator.seed(seed)
-        self.steps = 0
+        self.clock.reset()
         self.rewards = np.full((self.num_envs, self.lifetime_steps), np.nan, dtype=np.float32)
         self.successes = np.zeros((self.num_envs, self.lifetime_steps), dtype=bool)
         self._observation = self._to_tensor(self._reset_all())
@@ -113,29 +114,23 @@ class MetaWorldBatchedEnv(BatchedEnv):
         self, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Step every simulator once; reset them all at a rollout boundary (see module doc)."""
-        flags = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        if self.steps >= self.lifetime_steps:  # the lifetime is over: nothing moves any more
-            zeros = torch.zeros(self.num_envs, device=self.device)
-            info = {"episode_boundary": flags.clone()}
-            return self._observation, zeros, flags, torch.ones_like(flags), info
+        if self.clock.over:
+            return self.clock.after_the_end(self._observation)
         actions = action.detach().to("cpu", torch.float32).numpy().reshape(self.num_envs, -1)
         actions = np.clip(actions, -1.0, 1.0)
-        rows = []
+        rows, t = [], self.clock.steps
         for i, simulator in enumerate(self._lent()):
             observation, reward, _, _, info = simulator.step(actions[i])
             rows.append(observation)
-            self.rewards[i, self.steps] = reward
-            self.successes[i, self.steps] = bool(info["success"])
-        reward_now = self._to_tensor(self.rewards[:, self.steps])
-        self.steps += 1
-        boundary = self.steps % self.rollout_steps == 0
-        if boundary and self.steps < self.lifetime_steps:
+            self.rewards[i, t] = reward
+            self.successes[i, t] = bool(info["success"])
+        reward_now = self._to_tensor(self.rewards[:, t])
+        boundary = self.clock.advance()
+        if boundary and not self.clock.over:
             self._observation = self._to_tensor(self._reset_all())
         else:
             self._observation = self._to_tensor(np.clip(np.stack(rows), self._low, self._high))
-        truncated = torch.full_like(flags, self.steps == self.lifetime_steps)
-        info = {"episode_boundary": torch.full_like(flags, boundary)}
-        return self._observation, reward_now, flags, truncated, info
+        return self._observation, reward_now, *self.clock.outcome(boundary)
 
     def lifetime_metrics(self) -> dict[str, torch.Tensor]:
         """Return return and success of the lifetimes so far, each ``(batch,)`` or per rollout.
@@ -148,7 +143,7 @@ class MetaWorldBatchedEnv(BatchedEnv):
         """
         shape = (self.num_envs, self.rollouts, self.rollout_steps)
         taken = np.nan_to_num(self.rewards, nan=0.0)
-        started = np.arange(self.rollouts) * self.rollout_steps < self.steps
+        started = np.arange(self.rollouts) * self.rollout_steps < self.clock.steps
         by_rollout: np.ndarray = np.asarray(self.successes.reshape(shape).any(axis=2), np.float32)
         by_rollout[:, ~started] = np.nan
         metrics = {

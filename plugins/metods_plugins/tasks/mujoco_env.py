@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from metods_core import BatchedEnv
+from metods_plugins.tasks.lifetime_clock import LifetimeClock
 from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
 from metods_plugins.tasks.simulator_pool import SimulatorPool
 
@@ -62,7 +63,7 @@ class MuJoCoBatchedEnv(BatchedEnv):
         self.update_normalizer = update_normalizer
         self._low = np.asarray(action_space.low, dtype=np.float32)
         self._high = np.asarray(action_space.high, dtype=np.float32)
-        self.steps = 0
+        self.clock = LifetimeClock(num_envs, episode_steps, episodes_per_lifetime, device)
         self.rewards = torch.zeros(num_envs, self.lifetime_steps, device=device)
         self._observation = torch.zeros(num_envs, *observation_space.shape, device=device)
 
@@ -87,7 +88,7 @@ class MuJoCoBatchedEnv(BatchedEnv):
     def reset(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """Start every lifetime from the tasks' own reset seeds."""
         observation, _ = self.simulators.reset(seed=list[int | None](self.reset_seeds))
-        self.steps = 0
+        self.clock.reset()
         self.rewards = torch.full(
             (self.num_envs, self.lifetime_steps), float("nan"), device=self.device
         )
@@ -109,26 +110,20 @@ class MuJoCoBatchedEnv(BatchedEnv):
         self, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Step every simulator once; reset them all at an episode boundary (see module doc)."""
-        flags = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        if self.steps >= self.lifetime_steps:  # the lifetime is over: nothing moves any more
-            zeros = torch.zeros(self.num_envs, device=self.device)
-            info = {"episode_boundary": flags.clone()}
-            return self._observation, zeros, flags, torch.ones_like(flags), info
+        if self.clock.over:
+            return self.clock.after_the_end(self._observation)
         actions = self.to_numpy_actions(action)
         observation, _, terminated, _, info = self.simulators.step(actions)
         # The sub-environments are built never to terminate (Ant: terminate_when_unhealthy=False)
         # so that every lifetime has the same length and all boundaries fall on the same step.
         assert not np.any(terminated), "a MuJoCo sub-environment terminated unexpectedly"
         reward = self._to_tensor(self.reward_fn(info))
-        self.rewards[:, self.steps] = reward
-        self.steps += 1
-        boundary = self.steps % self.episode_steps == 0
-        if boundary and self.steps < self.lifetime_steps:
+        self.rewards[:, self.clock.steps] = reward
+        boundary = self.clock.advance()
+        if boundary and not self.clock.over:
             observation, _ = self.simulators.reset()  # each sub-env continues its own RNG
         self._observation = self._observe(observation)
-        truncated = torch.full_like(flags, self.steps == self.lifetime_steps)
-        info = {"episode_boundary": torch.full_like(flags, boundary)}
-        return self._observation, reward, flags, truncated, info
+        return self._observation, reward, *self.clock.outcome(boundary)
 
     def lifetime_metrics(self) -> dict[str, torch.Tensor]:
         """Return the lifetime's return, the per-step reward curve, and per-episode returns.
