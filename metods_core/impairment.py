@@ -7,7 +7,9 @@ the mean held-out return and its 95 % CI; then
 
 - ``normalised``: the paper's score, each condition's return divided by the best return of any
   compared run in that condition, averaged over the A impaired conditions (1.0: the best policy
-  under every impairment). Undefined (``None``) in a condition whose best return is not positive.
+  under every impairment). A condition whose best return is not positive has no such ratio: it
+  is left out of the average, and ``normalised_conditions`` counts the conditions kept (the
+  Markdown table then says "over k of A").
 - ``impaired / intact``: the run's mean impaired return divided by its own intact return.
 """
 
@@ -59,7 +61,8 @@ def impairment_table(
     Each evaluation is ``metods evaluate`` (its JSON is written in the run folder, tagged with
     the override). Returns ``{"actuators": A, "task": name, "runs": [{"run", "intact",
     "intact_ci95", "impaired": [A], "impaired_ci95": [A], "mean_impaired",
-    "impaired_over_intact", "normalised", "normalised_by_condition": [A]}]}``.
+    "impaired_over_intact", "normalised", "normalised_conditions", "normalised_by_condition":
+    [A]}]}``.
 
     Raises:
         MetodsError: no runs, a run that is not a MuJoCo run, or runs of different robots.
@@ -96,7 +99,8 @@ def impairment_table(
         scores = [_ratio(row["impaired"][k], best[k]) for k in range(actuators)]
         row["normalised_by_condition"] = scores
         defined = [score for score in scores if score is not None]
-        row["normalised"] = sum(defined) / len(defined) if len(defined) == actuators else None
+        row["normalised"] = sum(defined) / len(defined) if defined else None
+        row["normalised_conditions"] = len(defined)
     return {"task": task, "actuators": actuators, "checkpoint": checkpoint or "last", "runs": rows}
 
 
@@ -114,7 +118,7 @@ def format_markdown(table: dict[str, Any]) -> str:
     lines = [
         f"Impairment table: {table['task']}, checkpoint {table['checkpoint']} (mean held-out "
         "return ± 95 % CI; K: the disabled actuator; normalised: each impaired return divided "
-        "by the best run's in that condition, averaged over K)",
+        "by the best run's in that condition, averaged over the K whose best return is positive)",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -123,6 +127,9 @@ def format_markdown(table: dict[str, Any]) -> str:
         cells = [row["run"], _cell(row["intact"], row["intact_ci95"])]
         cells += [_cell(v, c) for v, c in zip(row["impaired"], row["impaired_ci95"], strict=True)]
         cells += [f"{row['mean_impaired']:.1f}", _cell(row["impaired_over_intact"])]
-        cells += [_cell(row["normalised"])]
+        normalised = _cell(row["normalised"])
+        if row["normalised"] is not None and row["normalised_conditions"] < actuators:
+            normalised += f" (over {row['normalised_conditions']} of {actuators})"
+        cells += [normalised]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

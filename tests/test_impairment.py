@@ -76,7 +76,8 @@ def test_table_of_two_cheetah_runs(
 
 
 def test_normalisation_by_the_best_run_in_each_condition(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Known returns: scores divide by each condition's best run; a non-positive best is None."""
+    """Known returns: scores divide by each condition's best run; a condition whose best is not
+    positive has no score and is left out of the average (counted in normalised_conditions)."""
     returns = {
         "a": {"": 200.0, "0": 100.0, "1": 50.0},
         "b": {"": 100.0, "0": 80.0, "1": -10.0},
@@ -94,9 +95,18 @@ def test_normalisation_by_the_best_run_in_each_condition(monkeypatch: pytest.Mon
     assert b["normalised_by_condition"] == [0.8, -0.2] and b["normalised"] == pytest.approx(0.3)
     assert a["impaired_over_intact"] == 75.0 / 200 and b["impaired_over_intact"] == 35.0 / 100
     assert b["normalised_intact"] == 0.5
-    returns["a"]["1"] = returns["b"]["1"] = -5.0
-    a, b = impairment.impairment_table([Path("a"), Path("b")])["runs"]
-    assert a["normalised_by_condition"][1] is None and a["normalised"] is None
+    assert a["normalised_conditions"] == b["normalised_conditions"] == 2
+    returns["a"]["1"] = returns["b"]["1"] = -5.0  # no run keeps a positive return without K = 1
+    table = impairment.impairment_table([Path("a"), Path("b")])
+    a, b = table["runs"]
+    assert a["normalised_by_condition"][1] is None and b["normalised_by_condition"][1] is None
+    assert a["normalised"] == 1.0 and b["normalised"] == pytest.approx(0.8)
+    assert a["normalised_conditions"] == b["normalised_conditions"] == 1
+    assert "0.80 (over 1 of 2)" in impairment.format_markdown(table)
+    for key in ("0", "1"):
+        returns["a"][key] = returns["b"][key] = -5.0
+    a, _ = impairment.impairment_table([Path("a"), Path("b")])["runs"]
+    assert a["normalised"] is None and a["normalised_conditions"] == 0
 
 
 def test_a_run_without_actuators_is_one_clear_error(
