@@ -34,6 +34,10 @@ def action_input_size(action_space: gym.Space) -> int:
     raise TypeError(f"unsupported action space {action_space!r}: use Discrete or Box")
 
 
+GRADIENT_NORM_METRICS = {part: f"grad_norm/{part}" for part in ("encoder", "rule", "readout")}
+"""The metric name of each agent part's gradient norm (``Agent.gradient_norms``)."""
+
+
 class Action(NamedTuple):
     """One step of acting: ``Agent.act``'s result, each ``(batch, ...)``."""
 
@@ -107,6 +111,26 @@ class Agent(nn.Module):
             if parameter.requires_grad:
                 groups.setdefault(lr * scales.get(name, 1.0), []).append(parameter)
         return [{"params": params, "lr": rate} for rate, params in groups.items()]
+
+    def gradient_norms(self) -> dict[str, torch.Tensor]:
+        """Return the L2 norm of the current gradients of each part of the agent: the metrics
+        ``grad_norm/encoder``, ``grad_norm/rule`` and ``grad_norm/readout`` (0-dim tensors, no
+        host sync; 0 for a part without gradients).
+
+        Meta-optimizers log them beside ``grad_norm`` (the global norm they clip), read before
+        clipping: they show which part the global norm comes from.
+        """
+        norms = {}
+        for name, metric in GRADIENT_NORM_METRICS.items():
+            module: nn.Module = getattr(self, name)
+            grads = [p.grad for p in module.parameters() if p.grad is not None]
+            norm = (
+                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                if grads
+                else torch.zeros((), device=next(self.parameters()).device)
+            )
+            norms[metric] = norm.detach()
+        return norms
 
     def init_state(self, batch_size: int) -> State:
         """Return the rule's state at the start of ``batch_size`` lifetimes."""

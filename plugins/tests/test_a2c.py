@@ -148,6 +148,26 @@ def tiny_agent(**rule: object) -> tuple[Agent, HarlowTasks]:
     return agent, tasks
 
 
+def test_gradient_norms_by_part_make_up_the_global_norm() -> None:
+    """grad_norm/encoder, /rule and /readout are read before clipping: their root sum of
+    squares is the clipped-at global grad_norm; without gradients they are 0."""
+    agent, tasks = tiny_agent()
+    assert all(value.item() == 0.0 for value in agent.gradient_norms().values())
+    meta_optimizer = A2CMetaOptimizer(A2CMetaOptimizer.Config(max_grad_norm=1e-3))
+    batch = OuterBatch(
+        tasks=tasks.sample(4, "train", torch.Generator().manual_seed(0)),
+        build_env=tasks.make_env,
+        optimizer=meta_optimizer.configure_optimizer(agent),
+        backward=lambda loss: loss.backward(),
+        generator=torch.Generator().manual_seed(1),
+    )
+    metrics = meta_optimizer.training_step(agent, batch)
+    parts = [metrics[f"grad_norm/{part}"] for part in ("encoder", "rule", "readout")]
+    assert all(part > 0 for part in parts)
+    torch.testing.assert_close(torch.stack(parts).norm(), metrics["grad_norm"])
+    assert metrics["grad_norm"] > 1e-3  # so the parts were read before the clip
+
+
 def test_training_step_updates_and_reports_finite_metrics() -> None:
     """One outer step changes every trainable parameter and returns finite 0-dim metrics."""
     agent, tasks = tiny_agent()
@@ -164,6 +184,7 @@ def test_training_step_updates_and_reports_finite_metrics() -> None:
     metrics = meta_optimizer.training_step(agent, batch)
     for name in ("loss", "policy_loss", "value_loss", "entropy", "grad_norm", "env_steps"):
         assert name in metrics
+    assert {"grad_norm/encoder", "grad_norm/rule", "grad_norm/readout"} <= metrics.keys()
     assert "episode_reward" in metrics and "accuracy_by_presentation" not in metrics
     for name, value in metrics.items():
         assert value.dim() == 0 and not value.requires_grad, name

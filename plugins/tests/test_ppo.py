@@ -236,7 +236,8 @@ def test_training_step_metrics() -> None:
     meta = PPOMetaOptimizer(PPOMetaOptimizer.Config(minibatches=8))  # more than the tasks
     metrics = meta.training_step(agent, outer_batch(agent, tasks, meta, 3))
     names = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
-    for name in (*names, "epochs_done", "grad_norm", "env_steps", "episode_reward"):
+    parts = ("grad_norm/encoder", "grad_norm/rule", "grad_norm/readout")
+    for name in (*names, *parts, "epochs_done", "grad_norm", "env_steps", "episode_reward"):
         assert name in metrics and metrics[name].dim() == 0, name
         assert not metrics[name].requires_grad and torch.isfinite(metrics[name]), name
     assert metrics["env_steps"].item() == 3 * 20

@@ -135,11 +135,13 @@ class A2CMetaOptimizer(MetaOptimizer):
             batch.backward(losses["loss"])
         else:
             lifetimes, losses = self._backward_in_chunks(agent, batch)
+        norms = agent.gradient_norms()  # before clipping, like grad_norm
         parameters = [p for group in batch.optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
         batch.optimizer.step()
         metrics = {name: value.detach() for name, value in losses.items()}
         metrics["grad_norm"] = grad_norm.detach()
+        metrics.update(norms)
         metrics["env_steps"] = lifetimes.env_steps.detach().float()
         for name, value in lifetimes.metrics.items():
             if value.dim() == 1:

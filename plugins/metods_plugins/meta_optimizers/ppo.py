@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from pydantic import Field
 
-from metods_core.agent import Agent
+from metods_core.agent import GRADIENT_NORM_METRICS, Agent
 from metods_core.bptt import BPTTConfig, backward_through_lifetimes
 from metods_core.interfaces import ComponentConfig, MetaOptimizer, OuterBatch
 from metods_core.rollout import Lifetimes, Replay, replay_lifetimes
@@ -237,16 +237,20 @@ class PPOMetaOptimizer(MetaOptimizer):
         backward_through_lifetimes(agent, record, step_loss, batch.backward, self.config.bptt)
         return sums
 
-    def update(self, batch: OuterBatch, terms: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    def update(
+        self, agent: Agent, batch: OuterBatch, terms: dict[str, torch.Tensor] | None
+    ) -> dict[str, torch.Tensor]:
         """Back-propagate ``terms["loss"]`` (``None``: the gradients are already there), clip
-        the gradients, take one Adam step; return the gradients' norm before clipping."""
+        the gradients, take one Adam step; return the gradients' norms before clipping:
+        ``grad_norm`` and the agent's parts' (``Agent.gradient_norms``)."""
         if terms is not None:
             batch.optimizer.zero_grad(set_to_none=True)
             batch.backward(terms["loss"])
+        norms = agent.gradient_norms()
         parameters = [p for group in batch.optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
         batch.optimizer.step()
-        return grad_norm.detach()
+        return {"grad_norm": grad_norm.detach(), **norms}
 
     def training_step(self, agent: Agent, batch: OuterBatch) -> dict[str, torch.Tensor]:
         """Collect one lifetime per task, run the epochs of minibatch updates, return metrics."""
@@ -257,7 +261,8 @@ class PPOMetaOptimizer(MetaOptimizer):
         tasks = lifetimes.alive.shape[1]
         minibatches = min(cfg.minibatches, tasks)
         device = lifetimes.alive.device
-        sums = {name: torch.zeros((), device=device) for name in (*TERMS, "grad_norm")}
+        names = (*TERMS, "grad_norm", *GRADIENT_NORM_METRICS.values())
+        sums = {name: torch.zeros((), device=device) for name in names}
         updates = 0
         stopped = False
         chunked = cfg.bptt.mode != "full"
@@ -275,9 +280,9 @@ class PPOMetaOptimizer(MetaOptimizer):
                     if bool(kl > cfg.target_kl):  # one host sync per minibatch
                         stopped = True
                         break
-                sums["grad_norm"] += self.update(batch, None if chunked else terms)
-                for name in TERMS:
-                    sums[name] += terms[name].detach()
+                norms = self.update(agent, batch, None if chunked else terms)
+                for name, value in (*norms.items(), *((n, terms[n].detach()) for n in TERMS)):
+                    sums[name] += value
                 updates += 1
             if stopped:
                 break
