@@ -23,7 +23,7 @@ class AgentConfig(BaseModel):
     """N: width of the embedding v(0) = f(observation, previous action, previous reward)."""
     encoder_activation: Literal["tanh", "relu", "identity"] = "tanh"
     """Non-linearity applied after the encoder's linear map."""
-    value_gradient: float = Field(1.0, ge=0.0, le=1.0)
+    value_gradient: float = Field(default=1.0, ge=0.0, le=1.0)
     """Share of the value loss's gradient that flows back from the critic into the rule and the
     encoder (1: a shared trunk; 0: the critic reads the rule's output but trains only its own
     head). The value's forward pass is the same either way. On cheetah_dir with a shared trunk the
