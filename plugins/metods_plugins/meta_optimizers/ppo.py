@@ -281,8 +281,10 @@ class PPOMetaOptimizer(MetaOptimizer):
                         stopped = True
                         break
                 norms = self.update(agent, batch, None if chunked else terms)
-                for name, value in (*norms.items(), *((n, terms[n].detach()) for n in TERMS)):
-                    sums[name] += value
+                for name, norm in norms.items():
+                    sums[name] += norm
+                for name in TERMS:
+                    sums[name] += terms[name].detach()
                 updates += 1
             if stopped:
                 break
