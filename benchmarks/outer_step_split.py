@@ -10,7 +10,8 @@ acting, without gradients for PPO); *learning* is the rest of the step: replays,
 passes, optimizer steps. A meta-optimizer that collects without ``run_lifetimes`` (ES's
 population) shows all of its step as learning. Lightning's loop, logging and checkpoints are
 not included. One torch thread; medians over the timed steps; compare settings side by side in
-one run (``--compare key=v1,v2``), since absolute times on a shared machine drift.
+one run (``--compare key=v1,v2``, or ``--setting 'k=v k2=v2'`` repeated for settings of several
+fields), since absolute times on a shared machine drift.
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed outer steps (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed outer steps (compiling)")
     parser.add_argument("--compare", metavar="key=v1,v2", help="one measurement per value")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        metavar="'k=v k2=v2'",
+        help="one measurement per --setting (several overrides each; repeat the option)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
@@ -93,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         if not key or not values:
             parser.error("--compare takes key=v1,v2")
         variants = [[f"{key}={value}"] for value in values.split(",")]
+    if args.setting:
+        if args.compare:
+            parser.error("use --compare or --setting, not both")
+        variants = [setting.split() for setting in args.setting]
     results = [
         measure(args.recipe, [*args.overrides, *extra], args.steps, args.warmup)
         for extra in variants

@@ -156,3 +156,18 @@ def test_outer_step_split_times_collection_and_learning():
     assert result["compile"] is False and result["overrides"][-1] == "trainer.compile=false"
     assert result["collection_s"] > 0 and result["learning_s"] > 0
     assert abs(result["collection_s"] + result["learning_s"] - result["total_s"]) < 1e-9
+
+
+def test_outer_step_split_settings_of_several_fields():
+    """``--setting`` measures once per setting, each applying all of its overrides."""
+    script = SCRIPT.parent / "outer_step_split.py"
+    recipe = SCRIPT.parent.parent / "recipes" / "harlow" / "metods_ppo.yaml"
+    command = [sys.executable, str(script), str(recipe), "data.batch_tasks=2", "task.max_steps=6"]
+    command += ["trainer.compile=false", "--steps", "1", "--warmup", "0", "--json"]
+    command += ["--setting", "meta_optimizer.epochs=1", "--setting", "meta_optimizer.window=3 "]
+    command[-1] += "meta_optimizer.minibatches=4"
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    first, second = json.loads(done.stdout)
+    assert first["overrides"][-1] == "meta_optimizer.epochs=1"
+    assert second["overrides"][-2:] == ["meta_optimizer.window=3", "meta_optimizer.minibatches=4"]

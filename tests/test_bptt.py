@@ -13,52 +13,16 @@ import pytest
 import torch
 from metods_plugins.meta_optimizers.a2c import A2CMetaOptimizer
 from metods_plugins.meta_optimizers.ppo import PPOMetaOptimizer
-from metods_plugins.plasticity.metods import MetODSRule
-from metods_plugins.plasticity.recurrent import LSTMRule
-from metods_plugins.readout.categorical import CategoricalReadout
-from metods_plugins.tasks.harlow import HarlowTasks
 from pydantic import ValidationError
+from replay_agents import STEPS, harlow_agent, record_of
 
-from metods_core.agent import Agent, AgentConfig
+from metods_core.agent import Agent
 from metods_core.bptt import BPTTConfig, backward_through_lifetimes
-from metods_core.interfaces import OuterBatch, PlasticityRule
+from metods_core.interfaces import OuterBatch
 from metods_core.recipe import RecipeError, load_recipe, recipe_to_yaml
-from metods_core.rollout import LifetimeRecord, Replay, replay_steps, run_lifetimes
-from metods_core.testing.fakes import FakeRule
+from metods_core.rollout import LifetimeRecord, Replay, replay_steps
 
-STEPS = 23  # not a multiple of the chunk: the last chunk is shorter
-CHUNK = 5
-HIDDEN = 6
-
-
-def harlow_agent(rule_name: str) -> tuple[Agent, HarlowTasks]:
-    """Return a float64 agent with a MetODS (S = 2, learned W_0), LSTM or fake rule."""
-    tasks = HarlowTasks(HarlowTasks.Config(max_steps=STEPS, trials=100))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        rule: PlasticityRule
-        if rule_name == "metods":
-            rule = MetODSRule(MetODSRule.Config(recursion_steps=2), HIDDEN)
-        elif rule_name == "lstm":
-            rule = LSTMRule(LSTMRule.Config(), HIDDEN)
-        else:
-            rule = FakeRule(FakeRule.Config(), HIDDEN)
-        readout = CategoricalReadout(CategoricalReadout.Config(), HIDDEN, tasks.action_space)
-        agent = Agent(
-            AgentConfig(hidden=HIDDEN), tasks.observation_space, tasks.action_space, rule, readout
-        )
-    return agent.double(), tasks
-
-
-def record_of(agent: Agent, tasks: HarlowTasks, batch: int = 3) -> LifetimeRecord:
-    """Record ``batch`` lifetimes of ``STEPS`` steps."""
-    task_batch = tasks.sample(batch, "train", torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        lifetimes = run_lifetimes(
-            agent, tasks.make_env(task_batch), torch.Generator().manual_seed(1), record=True
-        )
-    assert lifetimes.record is not None
-    return lifetimes.record
+CHUNK = 5  # STEPS = 23 is not a multiple of it: the last chunk is shorter
 
 
 def weighted_loss(batch: int) -> tuple[torch.Tensor, ...]:

@@ -4,8 +4,10 @@ Schulman et al. 2017, "Proximal Policy Optimization Algorithms" (clipped surroga
 GAE; several epochs of minibatches), applied as in Duan et al. 2016 (RL^2) to a policy with
 memory: a minibatch is a set of *whole lifetimes* (tasks, never cut in time), replayed through
 the agent from its initial plastic state with the recorded inputs, so that the gradient flows
-through the whole lifetime under the current meta-parameters. Target-KL early stopping and
-value clipping follow the options of Stable-Baselines3's PPO.
+through the whole lifetime under the current meta-parameters. With ``window``, a minibatch is a
+set of windows of lifetimes instead, each replayed from its stored plastic state
+(``metods_core.windows``), for lifetimes too long to replay whole several times per step.
+Target-KL early stopping and value clipping follow the options of Stable-Baselines3's PPO.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from metods_core.agent import GRADIENT_NORM_METRICS, Agent
 from metods_core.bptt import BPTTConfig, backward_through_lifetimes
 from metods_core.interfaces import ComponentConfig, MetaOptimizer, OuterBatch
 from metods_core.rollout import Lifetimes, Replay, replay_lifetimes
+from metods_core.windows import Windows, split_into_windows, to_windows
 from metods_plugins.meta_optimizers.advantages import generalized_advantages
 
 TERMS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
@@ -123,7 +126,8 @@ class PPOMetaOptimizer(MetaOptimizer):
         epochs: int = Field(4, ge=1)
         """Passes over the collected lifetimes per outer step (K)."""
         minibatches: int = Field(2, ge=1)
-        """Minibatches of whole lifetimes per epoch; at most the number of tasks per batch."""
+        """Minibatches per epoch, of whole lifetimes (or of windows, with ``window``); at most
+        the number of tasks per batch (of windows)."""
         clip: float = Field(0.2, gt=0)
         """Clip range epsilon of the probability ratio in the surrogate objective."""
         value_clip: float | None = Field(None, gt=0)
@@ -158,6 +162,22 @@ class PPOMetaOptimizer(MetaOptimizer):
         ``checkpointed`` (same gradients, memory bounded by chunks of ``chunk`` steps) or
         ``truncated``. With ``target_kl``, a chunked minibatch is backpropagated before its KL
         is known; its gradients are discarded if the epochs stop there."""
+        window: int | None = Field(None, gt=0)
+        """If set, the minibatches are made of windows of this many steps instead of whole
+        lifetimes: each window replays from the plastic state the collecting policy had at its
+        first step (recurrent PPO's stored state, ``metods_core.windows``), all windows side by
+        side, so a replay is ``window`` sequential steps instead of the whole lifetime. No
+        gradient flows between windows; ``minibatches`` then splits the ``ceil(steps / window)
+        * tasks`` windows. Requires ``bptt.mode: full`` (each window is one graph)."""
+
+        @model_validator(mode="after")
+        def _window_replays_whole(self) -> PPOMetaOptimizer.Config:
+            if self.window is not None and self.bptt.mode != "full":
+                raise ValueError(
+                    f"window={self.window} replays each window as one graph, but bptt.mode is "
+                    f"'{self.bptt.mode}': set meta_optimizer.bptt.mode=full, or drop the window"
+                )
+            return self
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -237,6 +257,27 @@ class PPOMetaOptimizer(MetaOptimizer):
         backward_through_lifetimes(agent, record, step_loss, batch.backward, self.config.bptt)
         return sums
 
+    def windowed(
+        self, agent: Agent, lifetimes: Lifetimes, advantages: torch.Tensor, returns: torch.Tensor
+    ) -> tuple[Lifetimes, torch.Tensor, torch.Tensor, Windows]:
+        """Return the collected lifetimes, advantages and returns as windows of
+        ``config.window`` steps ``(window, units)``, and the windows' replay; call it before
+        any update (the stored states are those of the collecting meta-parameters)."""
+        assert lifetimes.record is not None and self.config.window is not None
+        window = self.config.window
+        windows = split_into_windows(agent, lifetimes.record, window)
+        units = Lifetimes(
+            rewards=to_windows(lifetimes.rewards, window),
+            values=to_windows(lifetimes.values, window),
+            log_probs=to_windows(lifetimes.log_probs, window),
+            entropies=to_windows(lifetimes.entropies, window),
+            alive=to_windows(lifetimes.alive, window, fill=False),
+            metrics={},
+            record=windows.record,
+        )
+        windowed = to_windows(advantages, window), to_windows(returns, window)
+        return units, *windowed, windows
+
     def update(
         self, agent: Agent, batch: OuterBatch, terms: dict[str, torch.Tensor] | None
     ) -> dict[str, torch.Tensor]:
@@ -258,7 +299,12 @@ class PPOMetaOptimizer(MetaOptimizer):
         with torch.no_grad():
             lifetimes = batch.run_lifetimes(agent, record=True)
         advantages, returns = self.advantages(lifetimes)
-        tasks = lifetimes.alive.shape[1]
+        units, windows = lifetimes, None  # a unit: a whole lifetime, or a window of one
+        if cfg.window is not None:
+            units, advantages, returns, windows = self.windowed(
+                agent, lifetimes, advantages, returns
+            )
+        tasks = units.alive.shape[1]
         minibatches = min(cfg.minibatches, tasks)
         device = lifetimes.alive.device
         names = (*TERMS, "grad_norm", *GRADIENT_NORM_METRICS.values())
@@ -270,8 +316,11 @@ class PPOMetaOptimizer(MetaOptimizer):
             order = torch.randperm(tasks, generator=batch.generator, device=batch.generator.device)
             for index in order.tensor_split(minibatches):
                 index = index.to(device)
-                targets = self.minibatch(lifetimes, advantages, returns, index)
-                if chunked:
+                targets = self.minibatch(units, advantages, returns, index)
+                if windows is not None:
+                    replay = windows.replay(agent, index)
+                    terms = targets.step_terms(replay, 0, windows.window)
+                elif chunked:
                     terms = self.minibatch_backward(agent, batch, lifetimes, targets, index)
                 else:
                     terms = self.minibatch_terms(agent, lifetimes, targets, index)

@@ -1,0 +1,49 @@
+"""Small float64 agents on Harlow and their recorded lifetimes, for the replay tests
+(``test_bptt.py``, ``test_windows.py``)."""
+
+from __future__ import annotations
+
+import torch
+from metods_plugins.plasticity.metods import MetODSRule
+from metods_plugins.plasticity.recurrent import LSTMRule
+from metods_plugins.readout.categorical import CategoricalReadout
+from metods_plugins.tasks.harlow import HarlowTasks
+
+from metods_core.agent import Agent, AgentConfig
+from metods_core.interfaces import PlasticityRule
+from metods_core.rollout import LifetimeRecord, run_lifetimes
+from metods_core.testing.fakes import FakeRule
+
+STEPS = 23
+"""Steps per lifetime: a prime, so no chunk or window length divides it."""
+HIDDEN = 6
+
+
+def harlow_agent(rule_name: str) -> tuple[Agent, HarlowTasks]:
+    """Return a float64 agent with a MetODS (S = 2, learned W_0), LSTM or fake rule."""
+    tasks = HarlowTasks(HarlowTasks.Config(max_steps=STEPS, trials=100))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        rule: PlasticityRule
+        if rule_name == "metods":
+            rule = MetODSRule(MetODSRule.Config(recursion_steps=2), HIDDEN)
+        elif rule_name == "lstm":
+            rule = LSTMRule(LSTMRule.Config(), HIDDEN)
+        else:
+            rule = FakeRule(FakeRule.Config(), HIDDEN)
+        readout = CategoricalReadout(CategoricalReadout.Config(), HIDDEN, tasks.action_space)
+        agent = Agent(
+            AgentConfig(hidden=HIDDEN), tasks.observation_space, tasks.action_space, rule, readout
+        )
+    return agent.double(), tasks
+
+
+def record_of(agent: Agent, tasks: HarlowTasks, batch: int = 3) -> LifetimeRecord:
+    """Record ``batch`` lifetimes of ``STEPS`` steps."""
+    task_batch = tasks.sample(batch, "train", torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        lifetimes = run_lifetimes(
+            agent, tasks.make_env(task_batch), torch.Generator().manual_seed(1), record=True
+        )
+    assert lifetimes.record is not None
+    return lifetimes.record
