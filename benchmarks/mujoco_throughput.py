@@ -58,7 +58,10 @@ def measure(recipe_path: Path, rounds: int, overrides: list[str]) -> dict[str, A
     low, high = sampler.action_space.low, sampler.action_space.high
     rng = np.random.default_rng(0)
     times: dict[str, list[float]] = {
-        "simulation": [], "collection": [], "outer_step": [], "build": []
+        "simulation": [],
+        "collection": [],
+        "outer_step": [],
+        "build": [],
     }
     for index in range(rounds + 1):  # round 0 warms up (builds the pooled simulators)
         tasks = sampler.sample(batch, "train", torch.Generator().manual_seed(index))
