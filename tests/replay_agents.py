@@ -10,7 +10,7 @@ from metods_plugins.readout.categorical import CategoricalReadout
 from metods_plugins.tasks.harlow import HarlowTasks
 
 from metods_core.agent import Agent, AgentConfig
-from metods_core.interfaces import PlasticityRule
+from metods_core.interfaces import OuterBatch, PlasticityRule
 from metods_core.rollout import LifetimeRecord, run_lifetimes
 from metods_core.testing.fakes import FakeRule
 
@@ -47,3 +47,16 @@ def record_of(agent: Agent, tasks: HarlowTasks, batch: int = 3) -> LifetimeRecor
         )
     assert lifetimes.record is not None
     return lifetimes.record
+
+
+def harlow_outer_batch(
+    tasks: HarlowTasks, optimizer: torch.optim.Optimizer, size: int
+) -> OuterBatch:
+    """Return an outer batch of ``size`` Harlow tasks outside any trainer (seeds 0 and 1)."""
+    return OuterBatch(
+        tasks=tasks.sample(size, "train", torch.Generator().manual_seed(0)),
+        build_env=tasks.make_env,
+        optimizer=optimizer,
+        backward=lambda loss: loss.backward(),
+        generator=torch.Generator().manual_seed(1),
+    )

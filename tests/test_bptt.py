@@ -14,11 +14,10 @@ import torch
 from metods_plugins.meta_optimizers.a2c import A2CMetaOptimizer
 from metods_plugins.meta_optimizers.ppo import PPOMetaOptimizer
 from pydantic import ValidationError
-from replay_agents import STEPS, harlow_agent, record_of
+from replay_agents import STEPS, harlow_agent, harlow_outer_batch, record_of
 
 from metods_core.agent import Agent
 from metods_core.bptt import BPTTConfig, backward_through_lifetimes
-from metods_core.interfaces import OuterBatch
 from metods_core.recipe import RecipeError, load_recipe, recipe_to_yaml
 from metods_core.rollout import LifetimeRecord, Replay, replay_steps
 
@@ -119,13 +118,7 @@ def a2c_gradients(rule_name: str, bptt: dict) -> dict[str, torch.Tensor]:
     agent, tasks = harlow_agent(rule_name)
     config = A2CMetaOptimizer.Config(max_grad_norm=1e12, normalize_advantages=True, bptt=bptt)
     meta_optimizer = A2CMetaOptimizer(config)
-    batch = OuterBatch(
-        tasks=tasks.sample(4, "train", torch.Generator().manual_seed(0)),
-        build_env=tasks.make_env,
-        optimizer=torch.optim.SGD(agent.parameters(), lr=0.0),
-        backward=lambda loss: loss.backward(),
-        generator=torch.Generator().manual_seed(1),
-    )
+    batch = harlow_outer_batch(tasks, torch.optim.SGD(agent.parameters(), lr=0.0), 4)
     metrics = meta_optimizer.training_step(agent, batch)
     batch.close()
     assert torch.isfinite(metrics["loss"])
@@ -177,13 +170,7 @@ def test_ppo_minibatch_checkpointed_gradients_equal_full_bptt() -> None:
     agent, tasks = harlow_agent("metods")
     config = PPOMetaOptimizer.Config(bptt={"mode": "checkpointed", "chunk": CHUNK})
     ppo = PPOMetaOptimizer(config)
-    batch = OuterBatch(
-        tasks=tasks.sample(4, "train", torch.Generator().manual_seed(0)),
-        build_env=tasks.make_env,
-        optimizer=torch.optim.SGD(agent.parameters(), lr=0.0),
-        backward=lambda loss: loss.backward(),
-        generator=torch.Generator().manual_seed(1),
-    )
+    batch = harlow_outer_batch(tasks, torch.optim.SGD(agent.parameters(), lr=0.0), 4)
     with torch.no_grad():
         lifetimes = batch.run_lifetimes(agent, record=True)
     advantages, returns = ppo.advantages(lifetimes)

@@ -9,9 +9,8 @@ import pytest
 import torch
 from metods_plugins.meta_optimizers.ppo import PPOMetaOptimizer
 from pydantic import ValidationError
-from replay_agents import STEPS, harlow_agent, record_of
+from replay_agents import STEPS, harlow_agent, harlow_outer_batch, record_of
 
-from metods_core.interfaces import OuterBatch
 from metods_core.recipe import RecipeError, load_recipe
 from metods_core.rollout import replay_lifetimes, replay_steps
 from metods_core.windows import split_into_windows, to_windows
@@ -93,13 +92,7 @@ def ppo_gradients(window: int | None) -> dict[str, torch.Tensor]:
     agent, tasks = harlow_agent("metods")
     config = PPOMetaOptimizer.Config(epochs=1, minibatches=1, max_grad_norm=1e12, window=window)
     meta = PPOMetaOptimizer(config)
-    batch = OuterBatch(
-        tasks=tasks.sample(3, "train", torch.Generator().manual_seed(0)),
-        build_env=tasks.make_env,
-        optimizer=torch.optim.SGD(agent.parameters(), lr=0.0),
-        backward=lambda loss: loss.backward(),
-        generator=torch.Generator().manual_seed(1),
-    )
+    batch = harlow_outer_batch(tasks, torch.optim.SGD(agent.parameters(), lr=0.0), 3)
     metrics = meta.training_step(agent, batch)
     batch.close()
     assert torch.isfinite(metrics["loss"]) and metrics["epochs_done"].item() == 1.0
@@ -126,13 +119,7 @@ def test_ppo_windows_make_the_minibatches() -> None:
     agent, tasks = harlow_agent("metods")
     config = PPOMetaOptimizer.Config(epochs=2, minibatches=4, window=WINDOW, target_kl=1e-9)
     meta = PPOMetaOptimizer(config)
-    batch = OuterBatch(
-        tasks=tasks.sample(3, "train", torch.Generator().manual_seed(0)),
-        build_env=tasks.make_env,
-        optimizer=meta.configure_optimizer(agent),
-        backward=lambda loss: loss.backward(),
-        generator=torch.Generator().manual_seed(1),
-    )
+    batch = harlow_outer_batch(tasks, meta.configure_optimizer(agent), 3)
     metrics = meta.training_step(agent, batch)
     batch.close()
     assert metrics["epochs_done"].item() == 0.25  # the second update was off-policy: stopped
