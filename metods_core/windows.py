@@ -1,10 +1,10 @@
 """Cut recorded lifetimes into windows that replay side by side from stored plastic states.
 
 A whole-lifetime replay is ``steps`` sequential agent steps, whatever the batch: on a 5000-step
-Meta-World lifetime it is the cost that bounds PPO's number of updates. Recurrent PPO as
-Stable-Baselines3's ``RecurrentPPO`` and CleanRL's ``ppo_atari_lstm`` run it instead replays
-short sequences, each from the memory state the collecting policy had at the sequence's first
-step (Kapturowski et al. 2019 call it the "stored state"). Here a lifetime of ``steps`` steps
+Meta-World lifetime it is the cost that bounds PPO's number of updates. Recurrent PPO
+(Stable-Baselines3's ``RecurrentPPO``, CleanRL's ``ppo_atari_lstm``) replays short sequences
+instead, each from the memory state the collecting policy had at the sequence's first step
+(Kapturowski et al. 2019 call it the "stored state"). Here a lifetime of ``steps`` steps
 becomes ``ceil(steps / window)`` windows; window ``j`` of lifetime ``b`` is column
 ``j * batch + b`` of every windowed tensor, so all windows of a batch replay in ``window``
 sequential steps.
