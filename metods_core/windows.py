@@ -17,7 +17,7 @@ window starts from does not follow the meta-parameters' updates within the outer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -94,13 +94,8 @@ def split_into_windows(agent: Agent, record: LifetimeRecord, window: int) -> Win
     stacked = map_state(lambda *leaves: torch.cat([leaf.detach() for leaf in leaves]), *starts)
     first = torch.zeros(len(starts) * batch, dtype=torch.bool, device=record.actions.device)
     first[:batch] = True
-    windowed = LifetimeRecord(
-        observations=to_windows(record.observations, window),
-        previous_actions=to_windows(record.previous_actions, window),
-        previous_rewards=to_windows(record.previous_rewards, window),
-        new_episode=to_windows(record.new_episode, window, fill=False),
-        actions=to_windows(record.actions, window),
-    )
+    columns = {f.name: to_windows(getattr(record, f.name), window) for f in fields(record)}
+    windowed = LifetimeRecord(**columns)
     return Windows(record=windowed, starts=stacked, first=first)
 
 
