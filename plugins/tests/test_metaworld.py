@@ -199,3 +199,41 @@ def test_simulators_are_built_once_and_reused() -> None:
     rewards(other)
     assert torch.equal(rewards(tasks), first)
     assert sampler.simulators.built == built
+
+
+def test_normalised_observations_update_only_in_training() -> None:
+    """With a normaliser, the agent sees normalised observations; a train env updates the
+    statistics with every observation it gives (resets included), a test env never does."""
+    from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
+
+    normalizer = RunningObservationNormalizer(3)
+    for update, expected_count in ((True, 2 * 5), (False, 2 * 5)):
+        env = fake_env([set(), set()], rollout_steps=2, rollouts=2)
+        env.normalizer, env.update_normalizer = normalizer, update
+        seen = [env.reset()[0]]
+        seen += [env.step(torch.zeros(2, 4))[0] for _ in range(4)]
+        env.close()
+        assert normalizer.count == expected_count
+    # The fake simulators give -1 at a reset and t after step t: rows -1, 1, -1, 1, 2 per env.
+    rows = np.array([-1.0, 1.0, -1.0, 1.0, 2.0])
+    np.testing.assert_allclose(normalizer.mean, [rows.mean()] * 3)
+    np.testing.assert_allclose(normalizer.var, [rows.var()] * 3)
+    np.testing.assert_allclose(seen[-1].numpy(), normalizer(np.full((2, 3), 2.0)), rtol=1e-6)
+
+
+@needs_metaworld
+def test_normalizer_state_round_trips_and_is_off_by_default() -> None:
+    """The sampler's statistics are its state (what checkpoints save); off by default."""
+    assert MetaWorldML1Tasks(MetaWorldML1Tasks.Config(**TINY)).state_dict() == {}
+    config = MetaWorldML1Tasks.Config(normalize_observations=True, **TINY)
+    sampler = MetaWorldML1Tasks(config)
+    env = sampler.make_env(sampler.sample(2, "train", torch.Generator().manual_seed(0)))
+    env.reset()
+    observation = env.step(torch.zeros(2, 4))[0]
+    env.close()
+    assert sampler.normalizer is not None and sampler.normalizer.count == 4
+    assert observation.abs().max() <= sampler.normalizer.clip
+    restored = MetaWorldML1Tasks(config)
+    restored.load_state_dict(sampler.state_dict())
+    assert restored.normalizer is not None and restored.normalizer.count == 4
+    np.testing.assert_array_equal(restored.normalizer.mean, sampler.normalizer.mean)

@@ -10,7 +10,9 @@ the lifetime a new one would.
 ``info["episode_boundary"]`` is set and, unless the lifetime is over, every simulator is reset
 (Meta-World's reset puts the robot and objects back at the task's fixed start; the goal stays):
 the agent keeps its synapses across the boundary. The last step of the lifetime is
-``truncated``; Meta-World never terminates (success does not end a rollout).
+``truncated``; Meta-World never terminates (success does not end a rollout). With a
+``normalizer`` the agent sees normalised observations (``task.normalize_observations``; the
+statistics are updated by training lifetimes only, see ``mujoco_normalizer.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 
 from metods_core import BatchedEnv
 from metods_plugins.tasks.lifetime_clock import LifetimeClock
+from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
 
 
 class MetaWorldSimulators:
@@ -67,8 +70,12 @@ class MetaWorldBatchedEnv(BatchedEnv):
         observation_space: gym.spaces.Box,
         action_space: gym.spaces.Box,
         device: torch.device,
+        normalizer: RunningObservationNormalizer | None = None,
+        update_normalizer: bool = False,
     ) -> None:
         self.pool = pool
+        self.normalizer = normalizer
+        self.update_normalizer = update_normalizer
         self.env_names = env_names
         self.simulators: list[Any] | None = pool.acquire(env_names)
         self.tasks = tasks
@@ -92,9 +99,18 @@ class MetaWorldBatchedEnv(BatchedEnv):
             raise RuntimeError("this Meta-World env was closed; build a new one with make_env")
         return self.simulators
 
-    def _reset_all(self) -> np.ndarray:
-        rows = [simulator.reset()[0] for simulator in self._lent()]
-        return np.clip(np.stack(rows), self._low, self._high)
+    def _observe(self, rows: list[np.ndarray]) -> torch.Tensor:
+        """Return the simulators' observations ``(batch, dims)`` as the agent sees them: clipped
+        to the space, then normalised (updating the statistics first in training)."""
+        observation = np.clip(np.stack(rows), self._low, self._high)
+        if self.normalizer is not None:
+            if self.update_normalizer:
+                self.normalizer.update(observation)
+            observation = self.normalizer(observation)
+        return self._to_tensor(observation)
+
+    def _reset_all(self) -> torch.Tensor:
+        return self._observe([simulator.reset()[0] for simulator in self._lent()])
 
     def _to_tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
@@ -107,7 +123,7 @@ class MetaWorldBatchedEnv(BatchedEnv):
         self.clock.reset()
         self.rewards = np.full((self.num_envs, self.lifetime_steps), np.nan, dtype=np.float32)
         self.successes = np.zeros((self.num_envs, self.lifetime_steps), dtype=bool)
-        self._observation = self._to_tensor(self._reset_all())
+        self._observation = self._reset_all()
         return self._observation, {}
 
     def step(
@@ -127,9 +143,9 @@ class MetaWorldBatchedEnv(BatchedEnv):
         reward_now = self._to_tensor(self.rewards[:, t])
         boundary = self.clock.advance()
         if boundary and not self.clock.over:
-            self._observation = self._to_tensor(self._reset_all())
+            self._observation = self._reset_all()
         else:
-            self._observation = self._to_tensor(np.clip(np.stack(rows), self._low, self._high))
+            self._observation = self._observe(rows)
         return self._observation, reward_now, *self.clock.outcome(boundary)
 
     def lifetime_metrics(self) -> dict[str, torch.Tensor]:

@@ -37,6 +37,7 @@ from pydantic import Field
 
 from metods_core import ComponentConfig, MetodsError, Split, TaskBatch, TaskSampler
 from metods_plugins.tasks.metaworld_env import MetaWorldBatchedEnv, MetaWorldSimulators
+from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
 
 INSTALL_HINT = 'pip install "metods-plugins[metaworld]"'
 
@@ -105,6 +106,12 @@ class _MetaWorldTasks(TaskSampler):
         """Meta-World 3's reward function version (v2: its default, in [0, 10] per step)."""
         benchmark_seed: int = Field(0, ge=0)
         """Seed of Meta-World's own goal draw, which fixes the benchmark's train and test tasks."""
+        normalize_observations: bool = False
+        """Give the agent running-normalised observations (statistics of training lifetimes,
+        frozen at meta-test, saved in the checkpoints; see ``mujoco_normalizer.py``). Meta-World's
+        positions vary by centimetres within a lifetime: unnormalised, the reward input spreads
+        the encoder's pre-activations 11 times more than all 39 observations together
+        (docs/results.md)."""
 
     config: Config
 
@@ -130,6 +137,19 @@ class _MetaWorldTasks(TaskSampler):
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
         self.lifetime_steps = config.rollout_steps * config.rollouts
         self.episodes_per_lifetime = config.rollouts
+        dims = int(self.observation_space.shape[0])
+        self.normalizer = (
+            RunningObservationNormalizer(dims) if config.normalize_observations else None
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The observation statistics (empty without ``normalize_observations``)."""
+        return {} if self.normalizer is None else {"observations": self.normalizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the observation statistics saved by ``state_dict`` (if any)."""
+        if self.normalizer is not None and "observations" in state:
+            self.normalizer.load_state_dict(state["observations"])
 
     def task_names(self, tasks: MetaWorldTaskBatch) -> list[str]:
         """Return the Meta-World class of each task (``reach-v3``, ...)."""
@@ -163,6 +183,8 @@ class _MetaWorldTasks(TaskSampler):
             observation_space=self.observation_space,
             action_space=self.action_space,
             device=tasks.task_id.device,
+            normalizer=self.normalizer,
+            update_normalizer=tasks.split == "train",
         )
 
     def main_metric(self) -> str:

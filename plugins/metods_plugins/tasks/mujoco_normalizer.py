@@ -1,14 +1,16 @@
-"""Running observation normalisation for the MuJoCo tasks (``task.normalize_observations``).
+"""Running observation normalisation for the MuJoCo and Meta-World tasks
+(``task.normalize_observations``).
 
 HalfCheetah's 17 observations span two orders of magnitude: under random actions their standard
 deviations range from 0.09 (root height) to 7.2 (joint velocities), so the first layer of the
-agent sees mostly velocities. The normaliser keeps the running mean and variance of every
-observation seen in *training* lifetimes (Chan et al.'s parallel update, float64) and gives the
-agent ``clip((o - mean) / sqrt(var + eps), -clip, clip)``, as Stable-Baselines3's VecNormalize.
-Meta-test lifetimes use the statistics frozen at the checkpoint. The statistics are the task
-sampler's state (``state_dict``/``load_state_dict``), saved in every checkpoint by
-``metods_core.training.callbacks.TaskState`` and restored by resume and evaluation. In a
-multi-process run each process keeps its own statistics; rank 0's are saved.
+agent sees mostly velocities. Meta-World's positions move by centimetres within a lifetime, so
+unnormalised they barely reach the agent beside its previous reward. The normaliser keeps the
+running mean and variance of every observation seen in *training* lifetimes (Chan et al.'s
+parallel update, float64) and gives the agent ``clip((o - mean) / sqrt(var + eps), -clip,
+clip)``, as Stable-Baselines3's VecNormalize. Meta-test lifetimes use the statistics frozen at
+the checkpoint. The statistics are the task sampler's state (``state_dict``/``load_state_dict``),
+saved in every checkpoint by ``metods_core.training.callbacks.TaskState`` and restored by resume
+and evaluation. In a multi-process run each process keeps its own statistics; rank 0's are saved.
 """
 
 from __future__ import annotations
