@@ -19,6 +19,7 @@ from metods_plugins.tasks.metaworld_tasks import (
     MetaWorldML10Tasks,
     MetaWorldTaskBatch,
 )
+from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
 
 from metods_core.errors import MetodsError
 
@@ -204,8 +205,6 @@ def test_simulators_are_built_once_and_reused() -> None:
 def test_normalised_observations_update_only_in_training() -> None:
     """With a normaliser, the agent sees normalised observations; a train env updates the
     statistics with every observation it gives (resets included), a test env never does."""
-    from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
-
     normalizer = RunningObservationNormalizer(3)
     for update, expected_count in ((True, 2 * 5), (False, 2 * 5)):
         env = fake_env([set(), set()], rollout_steps=2, rollouts=2)

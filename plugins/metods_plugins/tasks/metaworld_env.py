@@ -104,9 +104,7 @@ class MetaWorldBatchedEnv(BatchedEnv):
         to the space, then normalised (updating the statistics first in training)."""
         observation = np.clip(np.stack(rows), self._low, self._high)
         if self.normalizer is not None:
-            if self.update_normalizer:
-                self.normalizer.update(observation)
-            observation = self.normalizer(observation)
+            observation = self.normalizer.observe(observation, self.update_normalizer)
         return self._to_tensor(observation)
 
     def _reset_all(self) -> torch.Tensor:

@@ -37,7 +37,10 @@ from pydantic import Field
 
 from metods_core import ComponentConfig, MetodsError, Split, TaskBatch, TaskSampler
 from metods_plugins.tasks.metaworld_env import MetaWorldBatchedEnv, MetaWorldSimulators
-from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
+from metods_plugins.tasks.mujoco_normalizer import (
+    ObservationStatistics,
+    RunningObservationNormalizer,
+)
 
 INSTALL_HINT = 'pip install "metods-plugins[metaworld]"'
 
@@ -88,7 +91,7 @@ class MetaWorldTaskBatch(TaskBatch):
     task_id: torch.Tensor
 
 
-class _MetaWorldTasks(TaskSampler):
+class _MetaWorldTasks(ObservationStatistics, TaskSampler):
     """What ML1 and ML10 share; each names its benchmark."""
 
     kind: str
@@ -141,15 +144,6 @@ class _MetaWorldTasks(TaskSampler):
         self.normalizer = (
             RunningObservationNormalizer(dims) if config.normalize_observations else None
         )
-
-    def state_dict(self) -> dict[str, Any]:
-        """The observation statistics (empty without ``normalize_observations``)."""
-        return {} if self.normalizer is None else {"observations": self.normalizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the observation statistics saved by ``state_dict`` (if any)."""
-        if self.normalizer is not None and "observations" in state:
-            self.normalizer.load_state_dict(state["observations"])
 
     def task_names(self, tasks: MetaWorldTaskBatch) -> list[str]:
         """Return the Meta-World class of each task (``reach-v3``, ...)."""

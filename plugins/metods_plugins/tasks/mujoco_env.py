@@ -73,9 +73,7 @@ class MuJoCoBatchedEnv(BatchedEnv):
     def _observe(self, observation: np.ndarray) -> torch.Tensor:
         """Return the agent's observation: normalised (training lifetimes update the stats)."""
         if self.normalizer is not None:
-            if self.update_normalizer:
-                self.normalizer.update(observation)
-            observation = self.normalizer(observation)
+            observation = self.normalizer.observe(observation, self.update_normalizer)
         return self._to_tensor(observation)
 
     @property

@@ -50,6 +50,13 @@ class RunningObservationNormalizer:
         self.var = m2 / total
         self.count = total
 
+    def observe(self, batch: np.ndarray, update: bool) -> np.ndarray:
+        """Return ``batch`` ``(B, dims)`` normalised, merging it into the statistics first if
+        ``update`` (training lifetimes do; meta-test lifetimes use the frozen statistics)."""
+        if update:
+            self.update(batch)
+        return self(batch)
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Return ``batch`` ``(B, dims)`` normalised (float32); unchanged before any update."""
         if self.count == 0:
@@ -70,3 +77,19 @@ class RunningObservationNormalizer:
             )
         self.mean, self.var = mean, np.asarray(state["var"], dtype=np.float64)
         self.count = int(state["count"])
+
+
+class ObservationStatistics:
+    """A task sampler whose state is its observation statistics (``normalizer``, ``None``
+    without ``normalize_observations``), saved in every checkpoint by ``TaskState``."""
+
+    normalizer: RunningObservationNormalizer | None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The observation statistics (empty without ``normalize_observations``)."""
+        return {} if self.normalizer is None else {"observations": self.normalizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the observation statistics saved by ``state_dict`` (if any)."""
+        if self.normalizer is not None and "observations" in state:
+            self.normalizer.load_state_dict(state["observations"])

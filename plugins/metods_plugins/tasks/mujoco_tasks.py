@@ -50,7 +50,10 @@ from pydantic import Field, model_validator
 
 from metods_core import ComponentConfig, MetodsError, Split, TaskBatch, TaskSampler
 from metods_plugins.tasks.mujoco_env import MuJoCoBatchedEnv
-from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
+from metods_plugins.tasks.mujoco_normalizer import (
+    ObservationStatistics,
+    RunningObservationNormalizer,
+)
 from metods_plugins.tasks.simulator_pool import SimulatorPool, VectorStrategy
 
 INSTALL_HINT = 'pip install "metods-plugins[mujoco]"'
@@ -98,7 +101,7 @@ class MuJoCoTaskBatch(TaskBatch):
     reset_seeds: torch.Tensor
 
 
-class _MuJoCoTasks(TaskSampler, abc.ABC):
+class _MuJoCoTasks(ObservationStatistics, TaskSampler, abc.ABC):
     """What the three families share; each sets the robot, the task draw and the reward."""
 
     env_id: ClassVar[str]
@@ -156,15 +159,6 @@ class _MuJoCoTasks(TaskSampler, abc.ABC):
         names = ("ctrl_cost_weight", "healthy_reward", "contact_cost_weight")
         chosen = {name: getattr(self.config, name, None) for name in names}
         return {name: float(value) for name, value in chosen.items() if value is not None}
-
-    def state_dict(self) -> dict[str, Any]:
-        """The observation statistics (empty without ``normalize_observations``)."""
-        return {} if self.normalizer is None else {"observations": self.normalizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the observation statistics saved by ``state_dict`` (if any)."""
-        if self.normalizer is not None and "observations" in state:
-            self.normalizer.load_state_dict(state["observations"])
 
     @abc.abstractmethod
     def _draw_targets(self, n: int, generator: torch.Generator) -> torch.Tensor:
