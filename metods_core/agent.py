@@ -51,6 +51,9 @@ def _scale_gradient(tensor: torch.Tensor, share: float) -> torch.Tensor:
 GRADIENT_NORM_METRICS = {part: f"grad_norm/{part}" for part in ("encoder", "rule", "readout")}
 """The metric name of each agent part's gradient norm (``Agent.gradient_norms``)."""
 
+RULE_DIAGNOSTICS_PREFIX = "rule/"
+"""Prefix of the metrics summarising the rule's meta-parameters (``Agent.rule_diagnostics``)."""
+
 
 class Action(NamedTuple):
     """One step of acting: ``Agent.act``'s result, each ``(batch, ...)``."""
@@ -145,6 +148,14 @@ class Agent(nn.Module):
             )
             norms[metric] = norm.detach()
         return norms
+
+    def rule_diagnostics(self) -> dict[str, torch.Tensor]:
+        """Return the rule's ``diagnostics()`` as the metrics ``rule/<name>`` (0-dim, detached,
+        no host sync), logged by training after every outer step beside ``grad_norm/rule``."""
+        return {
+            f"{RULE_DIAGNOSTICS_PREFIX}{name}": value.detach()
+            for name, value in self.rule.diagnostics().items()
+        }
 
     def init_state(self, batch_size: int) -> State:
         """Return the rule's state at the start of ``batch_size`` lifetimes."""

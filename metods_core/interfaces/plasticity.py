@@ -49,6 +49,16 @@ class PlasticityRule(nn.Module, abc.ABC):
         """
         return {}
 
+    def diagnostics(self) -> dict[str, torch.Tensor]:
+        """Return scalar summaries of the rule's meta-parameters, by name.
+
+        0-dim tensors on the parameters' device, detached. ``Agent.rule_diagnostics`` names
+        them ``rule/<name>`` and training logs them after every outer step, so a run shows
+        where its rule is heading (a read gain running away, a memory shortening) without
+        opening checkpoints. Default ``{}``.
+        """
+        return {}
+
     def reset(self, state: State, mask: torch.Tensor) -> State:
         """Re-initialise the lifetimes selected by the boolean ``mask`` of shape ``(batch,)``."""
         from metods_core.interfaces.state import where_state

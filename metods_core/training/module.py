@@ -117,6 +117,7 @@ class MetaLearningModule(L.LightningModule):
         # One host sync per outer step (never per environment step) to stop a diverged run early.
         if loss is not None and not bool(torch.isfinite(loss)):
             raise NonFiniteError(f"the loss became {loss.item()} at {self._at()}")
+        metrics.update(self.agent.rule_diagnostics())
         self.outer_step += 1
         self.log_dict(
             {f"train/{name}": value for name, value in metrics.items()},

@@ -293,6 +293,30 @@ def test_deep_coefficients_learn_at_a_scaled_rate() -> None:
     assert build(recursion_steps=1).learning_rate_scales() == {}
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_memory_decay_is_the_factor_on_the_last_synapses(steps: int) -> None:
+    """With a zero input nothing is written, so W_t = memory_decay * W_{t-1} exactly."""
+    rule = build(recursion_steps=steps, write="linear")
+    kappa, beta = random_coefficients(steps, seed=steps)
+    set_coefficients(rule, kappa, beta)
+    diagnostics = rule.diagnostics()
+    weights = randn(2, 5, 5, seed=4)
+    _, after = rule.step(torch.zeros(2, 5, dtype=F64), weights)
+    torch.testing.assert_close(after, diagnostics["memory_decay"] * weights)
+    assert diagnostics["read_gain"].item() == pytest.approx(kappa[0][1])
+    assert all(value.dim() == 0 and not value.requires_grad for value in diagnostics.values())
+
+
+def test_diagnostics_at_initialisation() -> None:
+    """A fresh rule reports decay_init, write_rate_init and a read gain of 1, at any depth."""
+    for steps in (1, 4):
+        rule = build(recursion_steps=steps, decay_init=0.9, write_rate_init=0.3)
+        diagnostics = rule.diagnostics()
+        assert diagnostics["memory_decay"].item() == pytest.approx(0.9)
+        assert diagnostics["write_rate"].item() == pytest.approx(0.3)
+        assert diagnostics["read_gain"].item() == 1.0
+
+
 @pytest.mark.parametrize(
     "config",
     [

@@ -57,6 +57,7 @@ def test_train_writes_a_complete_run_directory(tmp_path: Path) -> None:
     }
     metrics = (run_dir / "logs" / "version_0" / "metrics.csv").read_text()
     assert "train/episode_reward" in metrics and "train/loss" in metrics
+    assert "train/rule/memory_decay" in metrics  # Agent.rule_diagnostics, every outer step
     assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
     saved = load_recipe(run_dir / "recipe.yaml")
     assert saved.trainer.max_steps == 4 and saved.plasticity.config.recursion_steps == 2

@@ -137,6 +137,22 @@ class MetODSRule(PlasticityRule):
             scales.update(dict.fromkeys(["kappa.0", "beta.0"], coefficient))
         return scales
 
+    def diagnostics(self) -> dict[str, torch.Tensor]:
+        """Return the rule's memory in three numbers (logged as ``train/rule/<name>``).
+
+        - ``memory_decay``: c_S, the factor on W_{t-1} in W_t (``_composition``); alpha aside,
+          a write fades to half in ln(1/2) / ln(c_S) environment steps.
+        - ``write_rate``: d_S[1], the weight of the write of the input embedding v(0) in W_t.
+        - ``read_gain``: kappa_1^1, the gain of the first read sigma(W_{t-1} v(0)).
+        """
+        with torch.no_grad():
+            final = self._composition()[self.config.recursion_steps]
+            return {
+                "memory_decay": final[0].clone(),
+                "write_rate": final[1].clone(),
+                "read_gain": self.kappa[0][1].detach().clone(),
+            }
+
     def init_state(self, batch_size: int) -> torch.Tensor:
         """Return W_0 for every task: ``(batch, N, N)``.
 
