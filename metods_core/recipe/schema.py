@@ -96,6 +96,12 @@ class TrainerConfig(BaseModel):
     best_window: int = Field(default=100, gt=0, le=MAX_STEPS)
     """Outer steps per window over which ``keep_best`` averages the training return (a smoothed
     score, not one noisy step)."""
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """The meta-optimizer's learning rate over the budget: constant, or linear from the recipe's
+    rate at outer step 0 to ``final_lr_fraction`` of it at ``max_steps`` (every parameter group
+    alike, so the rule's per-group scales hold). Logged as ``train/lr``."""
+    final_lr_fraction: float = Field(default=0.1, gt=0, le=1)
+    """With ``lr_schedule: linear``, the fraction of the recipe's rate reached at ``max_steps``."""
 
 
 class WandbConfig(BaseModel):

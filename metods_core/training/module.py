@@ -12,6 +12,7 @@ from metods_core.components import create_agent, create_meta_optimizer, create_t
 from metods_core.errors import MetodsError
 from metods_core.interfaces import OuterBatch, ReduceOp, TaskBatch
 from metods_core.training.checkpoints import OUTER_STEP_KEY, checkpoint_outer_step
+from metods_core.training.lr_schedule import apply_learning_rates, learning_rate_factor
 from metods_core.training.seeding import derive_seed
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class MetaLearningModule(L.LightningModule):
         self.agent = create_agent(recipe, self.sampler)
         self.meta_optimizer = create_meta_optimizer(recipe)
         self.outer_step = 0
+        self._base_rates: list[float] = []  # each parameter group's recipe rate
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Return the meta-optimizer's optimizer over the agent's meta-parameters.
@@ -67,6 +69,7 @@ class MetaLearningModule(L.LightningModule):
         reach the meta-parameters.
         """
         optimizer = self.meta_optimizer.configure_optimizer(self.agent)
+        self._base_rates = [float(group["lr"]) for group in optimizer.param_groups]
         optimizer.register_step_pre_hook(lambda opt, args, kwargs: _check_gradients(opt, self._at))
         return optimizer
 
@@ -92,6 +95,8 @@ class MetaLearningModule(L.LightningModule):
         generator.manual_seed(derive_seed(self.recipe.seed, "actions", tasks.seed))
         optimizer = self.optimizers()
         assert not isinstance(optimizer, list)
+        factor = learning_rate_factor(self.recipe.trainer, self.outer_step)
+        apply_learning_rates(optimizer.optimizer, self._base_rates, factor)
         batch = OuterBatch(
             tasks=tasks,
             build_env=self.sampler.make_env,
@@ -118,6 +123,7 @@ class MetaLearningModule(L.LightningModule):
         if loss is not None and not bool(torch.isfinite(loss)):
             raise NonFiniteError(f"the loss became {loss.item()} at {self._at()}")
         metrics.update(self.agent.rule_diagnostics())
+        metrics["lr"] = torch.tensor(self._base_rates[0] * factor, device=self.device)  # group 0
         self.outer_step += 1
         self.log_dict(
             {f"train/{name}": value for name, value in metrics.items()},
