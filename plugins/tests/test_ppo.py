@@ -244,6 +244,22 @@ def test_training_step_metrics() -> None:
     assert metrics["epochs_done"].item() == 4.0  # three minibatches of one lifetime each
 
 
+@pytest.mark.parametrize("limit", [None, 1e-9])
+def test_skip_grad_norm_drops_updates_above_it(limit: float | None) -> None:
+    """Above ``skip_grad_norm`` no Adam step is taken (parameters and Adam state unchanged) and
+    ``skipped_updates`` is 1; without it every update steps and the fraction is 0."""
+    agent, tasks = tiny_agent()
+    meta = PPOMetaOptimizer(PPOMetaOptimizer.Config(minibatches=2, skip_grad_norm=limit))
+    before = {name: p.detach().clone() for name, p in agent.named_parameters()}
+    batch = outer_batch(agent, tasks, meta, 4)
+    metrics = meta.training_step(agent, batch)
+    changed = any(not torch.equal(before[n], p) for n, p in agent.named_parameters())
+    assert changed == (limit is None)
+    assert metrics["skipped_updates"].item() == (0.0 if limit is None else 1.0)
+    assert (len(batch.optimizer.state) == 0) == (limit is not None)
+    assert metrics["grad_norm"].item() > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "config",

@@ -152,6 +152,12 @@ class PPOMetaOptimizer(MetaOptimizer):
         rule, with the threshold itself rather than 1.5 times it)."""
         max_grad_norm: float = Field(4.0, gt=0)
         """Clip the gradients' global norm to this before each Adam step."""
+        skip_grad_norm: float | None = Field(None, gt=0)
+        """If set, a spike guard: a minibatch update whose gradient norm before clipping is
+        above this takes no Adam step (its gradients are dropped). For the rare batches whose
+        backprop through the plastic state explodes: on ML1 reach the norm is 20-60, and 150 to
+        3,500 in the outer steps where a good policy collapsed (docs/results.md). Set it from the
+        logged ``grad_norm``; one host sync per update; ``skipped_updates`` logs the fraction."""
         adam_eps: float = Field(1e-8, gt=0)
         """Adam's epsilon."""
         reward_scale: float = Field(1.0, gt=0)
@@ -282,16 +288,23 @@ class PPOMetaOptimizer(MetaOptimizer):
         self, agent: Agent, batch: OuterBatch, terms: dict[str, torch.Tensor] | None
     ) -> dict[str, torch.Tensor]:
         """Back-propagate ``terms["loss"]`` (``None``: the gradients are already there), clip
-        the gradients, take one Adam step; return the gradients' norms before clipping:
-        ``grad_norm`` and the agent's parts' (``Agent.gradient_norms``)."""
+        the gradients, take one Adam step (none above ``skip_grad_norm``); return the
+        gradients' norms before clipping, ``grad_norm`` and the agent's parts'
+        (``Agent.gradient_norms``), and ``skipped_updates`` (1 if no step was taken)."""
         if terms is not None:
             batch.optimizer.zero_grad(set_to_none=True)
             batch.backward(terms["loss"])
         norms = agent.gradient_norms()
         parameters = [p for group in batch.optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
-        batch.optimizer.step()
-        return {"grad_norm": grad_norm.detach(), **norms}
+        limit = self.config.skip_grad_norm
+        skipped = limit is not None and bool(grad_norm > limit)  # one host sync per update
+        if skipped:
+            batch.optimizer.zero_grad(set_to_none=True)
+        else:
+            batch.optimizer.step()
+        flag = torch.tensor(float(skipped), device=grad_norm.device)
+        return {"grad_norm": grad_norm.detach(), "skipped_updates": flag, **norms}
 
     def training_step(self, agent: Agent, batch: OuterBatch) -> dict[str, torch.Tensor]:
         """Collect one lifetime per task, run the epochs of minibatch updates, return metrics."""
@@ -307,7 +320,7 @@ class PPOMetaOptimizer(MetaOptimizer):
         tasks = units.alive.shape[1]
         minibatches = min(cfg.minibatches, tasks)
         device = lifetimes.alive.device
-        names = (*TERMS, "grad_norm", *GRADIENT_NORM_METRICS.values())
+        names = (*TERMS, "grad_norm", "skipped_updates", *GRADIENT_NORM_METRICS.values())
         sums = {name: torch.zeros((), device=device) for name in names}
         updates = 0
         stopped = False
