@@ -263,7 +263,10 @@ def test_skip_grad_norm_drops_updates_above_it(limit: float | None) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "config",
-    [{}, {"epochs": 2, "minibatches": 3, "value_clip": 0.2, "target_kl": 0.5}],
+    [
+        {},
+        {"epochs": 2, "minibatches": 3, "value_clip": 0.2, "target_kl": 0.5, "skip_grad_norm": 1e6},
+    ],
     ids=["defaults", "options"],
 )
 def test_conformance(config: dict[str, Any]) -> None:
