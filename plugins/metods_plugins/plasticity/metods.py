@@ -150,7 +150,7 @@ class MetODSRule(PlasticityRule):
             return {
                 "memory_decay": final[0].clone(),
                 "write_rate": final[1].clone(),
-                "read_gain": self.kappa[0][1].detach().clone(),
+                "read_gain": self.kappa[0][1].clone(),
             }
 
     def init_state(self, batch_size: int) -> torch.Tensor:
