@@ -120,13 +120,16 @@ class Agent(nn.Module):
         """Return optimizer parameter groups of the trainable meta-parameters.
 
         Parameters share the base rate ``lr`` except those the rule scales through
-        ``PlasticityRule.learning_rate_scales``; each distinct rate is one group.
+        ``PlasticityRule.learning_rate_scales``; each distinct rate is one group. Parameters are
+        given with their names (``(name, parameter)`` pairs), so the optimizer's state dict
+        records them (``param_names``) and a resume that changes the rates can regroup the
+        saved moments (``metods_core.training.regroup``).
         """
         scales = {f"rule.{name}": scale for name, scale in self.rule.learning_rate_scales().items()}
-        groups: dict[float, list[nn.Parameter]] = {}
+        groups: dict[float, list[tuple[str, nn.Parameter]]] = {}
         for name, parameter in self.named_parameters():
             if parameter.requires_grad:
-                groups.setdefault(lr * scales.get(name, 1.0), []).append(parameter)
+                groups.setdefault(lr * scales.get(name, 1.0), []).append((name, parameter))
         return [{"params": params, "lr": rate} for rate, params in groups.items()]
 
     def gradient_norms(self) -> dict[str, torch.Tensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -18,3 +20,10 @@ class ComponentConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid", use_attribute_docstrings=True, frozen=True, allow_inf_nan=False
     )
+
+    RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ()
+    """Fields a resume may change although the component is part of the run's identity: those
+    that set only how fast its meta-parameters learn (learning-rate multipliers), not what the
+    component computes. The saved optimizer moments are regrouped to the new rates
+    (``metods_core.training.regroup``). Empty by default; a meta-optimizer's fields may all
+    change on resume anyway."""

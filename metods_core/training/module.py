@@ -13,6 +13,7 @@ from metods_core.errors import MetodsError
 from metods_core.interfaces import OuterBatch, ReduceOp, TaskBatch
 from metods_core.training.checkpoints import OUTER_STEP_KEY, checkpoint_outer_step
 from metods_core.training.lr_schedule import apply_learning_rates, learning_rate_factor
+from metods_core.training.regroup import regroup_optimizer_state
 from metods_core.training.seeding import derive_seed
 
 if TYPE_CHECKING:
@@ -151,5 +152,11 @@ class MetaLearningModule(L.LightningModule):
         checkpoint[OUTER_STEP_KEY] = self.outer_step
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the outer-step count (checkpoints older than it counted optimizer steps)."""
+        """Restore the outer-step count (checkpoints older than it counted optimizer steps),
+        and fit the saved optimizer state to the recipe's parameter groups (a resume may change
+        a rule's learning-rate multipliers: ``regroup_optimizer_state``)."""
         self.outer_step = checkpoint_outer_step(checkpoint)
+        states = checkpoint.get("optimizer_states")
+        if states:
+            fresh = self.meta_optimizer.configure_optimizer(self.agent)
+            states[0] = regroup_optimizer_state(states[0], fresh)

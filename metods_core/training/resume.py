@@ -4,8 +4,9 @@ A resumed run continues the same experiment, so its identity cannot change: the 
 the agent's shape and the components (every field outside the list below). What *may* change,
 and takes effect, is how the run continues: the budget and the Trainer's settings
 (``trainer.*``), the meta-optimizer's hyper-parameters (``meta_optimizer.*`` except its
-``name``: learning rate, clipping, loss weights...), logging (``logger.*``), evaluation
-(``evaluation.*``) and the run's ``name``.
+``name``: learning rate, clipping, loss weights...), a component's learning-rate multipliers
+(its ``Config.RESUMABLE_FIELDS``, e.g. ``plasticity.coefficient_lr_scale``), logging
+(``logger.*``), evaluation (``evaluation.*``) and the run's ``name``.
 
 ``recipe.yaml`` keeps the recipe the run was started with; ``resumes.yaml`` lists each resume
 (outer step, checkpoint, overrides, time). The recipe that describes the run now is the first
@@ -45,11 +46,24 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: data}
 
 
-def changeable(path: str) -> bool:
-    """Return whether the recipe field at dotted ``path`` may change on resume."""
+COMPONENT_SECTIONS: tuple[str, ...] = ("task", "plasticity", "readout")
+"""Recipe sections holding a component whose ``Config.RESUMABLE_FIELDS`` may change on resume."""
+
+
+def changeable(path: str, recipe: Recipe | None = None) -> bool:
+    """Return whether the recipe field at dotted ``path`` may change on resume.
+
+    With ``recipe``, a component's own learning-rate fields (``Config.RESUMABLE_FIELDS`` of
+    the recipe's task, plasticity rule or read-out) may change too.
+    """
     if path in FIXED_ON_RESUME:
         return False
-    return path in ("name", "source") or path.startswith(CHANGEABLE_ON_RESUME)
+    if path in ("name", "source") or path.startswith(CHANGEABLE_ON_RESUME):
+        return True
+    section, _, field = path.partition(".")
+    if recipe is None or section not in COMPONENT_SECTIONS:
+        return False
+    return field in type(getattr(recipe, section).config).RESUMABLE_FIELDS
 
 
 def check_resume_changes(saved: Recipe, resumed: Recipe, checkpoint_step: int) -> None:
@@ -63,13 +77,14 @@ def check_resume_changes(saved: Recipe, resumed: Recipe, checkpoint_step: int) -
     fixed = [
         f"{key} ({before.get(key, missing)!r} -> {after.get(key, missing)!r})"
         for key in sorted(set(before) | set(after))
-        if before.get(key, missing) != after.get(key, missing) and not changeable(key)
+        if before.get(key, missing) != after.get(key, missing) and not changeable(key, saved)
     ]
     if fixed:
         raise MetodsError(
             f"a resume cannot change {', '.join(fixed)}: they define the run (seed, task, agent "
             "shape, components). A resume may change trainer.*, meta_optimizer.* (not its "
-            "name), logger.* and evaluation.*; start a new run for the others"
+            "name), logger.*, evaluation.* and a component's learning-rate multipliers (such "
+            "as plasticity.coefficient_lr_scale); start a new run for the others"
         )
     if resumed.trainer.max_steps <= checkpoint_step:
         raise MetodsError(

@@ -1,4 +1,4 @@
-"""plasticity.coefficient_lr_scale: the MetODS rule's coefficients learn at a lower rate."""
+"""The MetODS rule's learning-rate multipliers: coefficients and projection at their own rates."""
 
 from __future__ import annotations
 
@@ -44,3 +44,23 @@ def test_scaled_coefficients_move_less_under_adam() -> None:
         optimizer.step()
         moved[scale] = (rule.kappa[0].detach() - before).abs().max().item()
     assert moved[1.0] > 0 and moved[0.1] == pytest.approx(0.1 * moved[1.0], rel=1e-3)
+
+
+@pytest.mark.parametrize("write", ["linear", "mlp"])
+def test_projection_learns_at_its_own_rate(write: str) -> None:
+    """projection_lr_scale scales every parameter of the write's projection P, and nothing else."""
+    config = MetODSRule.Config(recursion_steps=1, write=write, projection_lr_scale=0.1)
+    got = rates(MetODSRule(config, 8), 1.0)
+    assert any(name.startswith("projection.") for name in got)
+    for name, rate in got.items():
+        assert rate == (0.1 if name.startswith("projection.") else 1.0), name
+
+
+def test_rate_multipliers_may_change_on_resume() -> None:
+    """The rule declares its multipliers resumable, and only them: they change no computation."""
+    assert set(MetODSRule.Config.RESUMABLE_FIELDS) == {
+        "deep_lr_scale",
+        "coefficient_lr_scale",
+        "projection_lr_scale",
+    }
+    assert set(MetODSRule.Config.RESUMABLE_FIELDS) <= set(MetODSRule.Config.model_fields)

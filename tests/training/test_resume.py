@@ -21,6 +21,7 @@ TINY = [
     "trainer.max_steps=2",
     "data.batch_tasks=4",
     "plasticity.recursion_steps=1",
+    "plasticity.write=linear",  # a write projection P, for its learning-rate multiplier
     "trainer.compile=false",
     "logger.wandb.mode=disabled",
     "trainer.num_threads=1",
@@ -91,3 +92,37 @@ def test_diverged_run_recovers_with_a_lower_rate(
     last = _last(run)
     assert checkpoint_outer_step(last) == 8
     assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+
+
+@pytest.mark.parametrize(
+    ("change", "regrouped"),
+    [
+        ("plasticity.coefficient_lr_scale=0.5", ["rule.kappa.0", "rule.beta.0"]),
+        ("plasticity.projection_lr_scale=0.25", ["rule.projection.weight"]),
+    ],
+)
+def test_a_rule_rate_change_regroups_the_saved_moments(
+    trained: Path, tmp_path: Path, change: str, regrouped: list[str]
+) -> None:
+    """A rule's learning-rate multiplier may change on resume: the parameters it scales form a
+    group of their own at the scaled rate, and every parameter keeps its Adam moments."""
+    run = _copy(trained, tmp_path, "run")
+    before = _last(run)["optimizer_states"][0]
+    resume_run(run, ["trainer.max_steps=3", change])
+    after = _last(run)["optimizer_states"][0]
+    groups = {tuple(group["param_names"]): group["lr"] for group in after["param_groups"]}
+    base = load_recipe(HARLOW, TINY).meta_optimizer.config.lr
+    scale = float(change.split("=")[1])
+    assert groups[tuple(regrouped)] == pytest.approx(base * scale)
+    assert sum(len(names) for names in groups) == sum(
+        len(group["params"]) for group in before["param_groups"]
+    )
+    step = {
+        name: float(after["state"][index]["step"])
+        for group in after["param_groups"]
+        for index, name in zip(group["params"], group["param_names"], strict=True)
+    }
+    assert set(step.values()) == {3.0}  # two saved steps and one more, in every group
+    assert read_run_recipe(run).plasticity.config.coefficient_lr_scale == (
+        scale if "coefficient" in change else 1.0
+    )

@@ -43,6 +43,8 @@ class MetODSRule(PlasticityRule):
     class Config(ComponentConfig):
         """Parameters of the MetODS rule."""
 
+        RESUMABLE_FIELDS = ("deep_lr_scale", "coefficient_lr_scale", "projection_lr_scale")
+
         recursion_steps: int = Field(4, ge=1, le=16)
         """S: read/write recursions per environment step."""
         alpha: Literal["elementwise", "scalar", "none"] = "elementwise"
@@ -69,6 +71,9 @@ class MetODSRule(PlasticityRule):
         """Learning-rate multiplier of every kappa_s and beta_s (times ``deep_lr_scale`` for
         s >= 2): below 1 slows the rule's read gains and decay, which ran away before an A2C
         collapse on cheetah_dir (docs/results.md); 0.1 also slowed early learning there."""
+        projection_lr_scale: float = Field(1.0, gt=0)
+        """Learning-rate multiplier of the write's projection P (``write: linear`` or ``mlp``).
+        In ML1 reach's collapses P moved most of the rule's tensors (docs/results.md)."""
         mlp_hidden: int = Field(32, gt=0)
         """Hidden width of the MLP used by the mlp write."""
 
@@ -121,7 +126,8 @@ class MetODSRule(PlasticityRule):
         self._sigma = _SIGMAS[config.sigma]
 
     def learning_rate_scales(self) -> dict[str, float]:
-        """Slow down the coefficients of the recursion steps s >= 2 (1/S by default).
+        """Slow down the coefficients of the recursion steps s >= 2 (1/S by default), and
+        every coefficient or the write's projection by their multipliers.
 
         At S > 1 several coefficients reach the same synapses (W(S) mixes W(0)..W(S-1), all
         close to W(0)), so at the full rate the memory's effective decay drifts about S times
@@ -135,6 +141,11 @@ class MetODSRule(PlasticityRule):
         scales = dict.fromkeys(names, scale * coefficient)
         if coefficient != 1.0:
             scales.update(dict.fromkeys(["kappa.0", "beta.0"], coefficient))
+        if self.projection is not None and self.config.projection_lr_scale != 1.0:
+            scales.update(
+                (f"projection.{name}", self.config.projection_lr_scale)
+                for name, _ in self.projection.named_parameters()
+            )
         return scales
 
     def diagnostics(self) -> dict[str, torch.Tensor]:
