@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import gymnasium as gym
 import torch
@@ -18,6 +18,9 @@ class AgentConfig(BaseModel):
     """Shape of the agent around its plasticity rule."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("value_gradient",)
+    """Fields a resume may change: ``value_gradient`` scales a gradient only, never a value."""
 
     hidden: int = Field(20, gt=0)
     """N: width of the embedding v(0) = f(observation, previous action, previous reward)."""

@@ -4,8 +4,9 @@ A resumed run continues the same experiment, so its identity cannot change: the 
 the agent's shape and the components (every field outside the list below). What *may* change,
 and takes effect, is how the run continues: the budget and the Trainer's settings
 (``trainer.*``), the meta-optimizer's hyper-parameters (``meta_optimizer.*`` except its
-``name``: learning rate, clipping, loss weights...), a component's learning-rate multipliers
-(its ``Config.RESUMABLE_FIELDS``, e.g. ``plasticity.coefficient_lr_scale``), logging
+``name``: learning rate, clipping, loss weights...), the fields that set only how the
+meta-parameters learn (``RESUMABLE_FIELDS``: ``agent.value_gradient``, a rule's learning-rate
+multipliers such as ``plasticity.coefficient_lr_scale``), logging
 (``logger.*``), evaluation (``evaluation.*``) and the run's ``name``.
 
 ``recipe.yaml`` keeps the recipe the run was started with; ``resumes.yaml`` lists each resume
@@ -27,6 +28,7 @@ from lightning.pytorch.callbacks import Callback
 
 from metods_core.errors import MetodsError
 from metods_core.recipe import Recipe, recipe_to_dict
+from metods_core.recipe.schema import ComponentSpec
 from metods_core.run_folder import RunFolder
 from metods_core.training.atomic import write_text_atomic
 
@@ -46,15 +48,17 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: data}
 
 
-COMPONENT_SECTIONS: tuple[str, ...] = ("task", "plasticity", "readout")
-"""Recipe sections holding a component whose ``Config.RESUMABLE_FIELDS`` may change on resume."""
+COMPONENT_SECTIONS: tuple[str, ...] = ("agent", "task", "plasticity", "readout")
+"""Recipe sections whose config's ``RESUMABLE_FIELDS`` may change on resume (the agent's
+``AgentConfig``, and each component's ``Config``)."""
 
 
 def changeable(path: str, recipe: Recipe | None = None) -> bool:
     """Return whether the recipe field at dotted ``path`` may change on resume.
 
-    With ``recipe``, a component's own learning-rate fields (``Config.RESUMABLE_FIELDS`` of
-    the recipe's task, plasticity rule or read-out) may change too.
+    With ``recipe``, the fields that set only how the meta-parameters learn may change too:
+    the ``RESUMABLE_FIELDS`` of the agent's config (``value_gradient``) and of the task's,
+    the rule's and the read-out's (learning-rate multipliers).
     """
     if path in FIXED_ON_RESUME:
         return False
@@ -63,7 +67,9 @@ def changeable(path: str, recipe: Recipe | None = None) -> bool:
     section, _, field = path.partition(".")
     if recipe is None or section not in COMPONENT_SECTIONS:
         return False
-    return field in type(getattr(recipe, section).config).RESUMABLE_FIELDS
+    part = getattr(recipe, section)
+    config = part.config if isinstance(part, ComponentSpec) else part
+    return field in getattr(type(config), "RESUMABLE_FIELDS", ())
 
 
 def check_resume_changes(saved: Recipe, resumed: Recipe, checkpoint_step: int) -> None:
@@ -83,8 +89,9 @@ def check_resume_changes(saved: Recipe, resumed: Recipe, checkpoint_step: int) -
         raise MetodsError(
             f"a resume cannot change {', '.join(fixed)}: they define the run (seed, task, agent "
             "shape, components). A resume may change trainer.*, meta_optimizer.* (not its "
-            "name), logger.*, evaluation.* and a component's learning-rate multipliers (such "
-            "as plasticity.coefficient_lr_scale); start a new run for the others"
+            "name), logger.*, evaluation.*, agent.value_gradient and a rule's learning-rate "
+            "multipliers (such as plasticity.coefficient_lr_scale); start a new run for the "
+            "others"
         )
     if resumed.trainer.max_steps <= checkpoint_step:
         raise MetodsError(

@@ -126,3 +126,14 @@ def test_a_rule_rate_change_regroups_the_saved_moments(
     assert read_run_recipe(run).plasticity.config.coefficient_lr_scale == (
         scale if "coefficient" in change else 1.0
     )
+
+
+def test_the_critic_s_gradient_share_may_change_on_resume(trained: Path, tmp_path: Path) -> None:
+    """agent.value_gradient scales a gradient only: a resume may set it, and it takes effect
+    (other weights than a plain resume); the agent's shape stays fixed."""
+    plain, cut = _copy(trained, tmp_path, "plain"), _copy(trained, tmp_path, "cut")
+    resume_run(plain, ["trainer.max_steps=3"])
+    resume_run(cut, ["trainer.max_steps=3", "agent.value_gradient=0"])
+    assert read_run_recipe(cut).agent.value_gradient == 0.0
+    first, second = _last(plain)["state_dict"], _last(cut)["state_dict"]
+    assert any(not torch.equal(first[key], second[key]) for key in first)
