@@ -30,7 +30,9 @@ class AgentConfig(BaseModel):
     """Share of the value loss's gradient that flows back from the critic into the rule and the
     encoder (1: a shared trunk; 0: the critic reads the rule's output but trains only its own
     head). The value's forward pass is the same either way. An ablation: on cheetah_dir, 0 kept
-    the gradient norm at 2-9 but trained worse than 1 (docs/results.md)."""
+    the gradient norm at 2-9 but trained worse than 1; on ML1 reach, where the critic gave 99 %
+    of the rule's gradient, 0 set on resume stopped two collapses (docs/results.md). A resume
+    may change it."""
 
 
 def action_input_size(action_space: gym.Space) -> int:
