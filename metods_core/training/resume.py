@@ -53,19 +53,19 @@ COMPONENT_SECTIONS: tuple[str, ...] = ("agent", "task", "plasticity", "readout")
 ``AgentConfig``, and each component's ``Config``)."""
 
 
-def changeable(path: str, recipe: Recipe | None = None) -> bool:
-    """Return whether the recipe field at dotted ``path`` may change on resume.
+def changeable(path: str, recipe: Recipe) -> bool:
+    """Return whether the recipe field at dotted ``path`` may change on resume of ``recipe``.
 
-    With ``recipe``, the fields that set only how the meta-parameters learn may change too:
-    the ``RESUMABLE_FIELDS`` of the agent's config (``value_gradient``) and of the task's,
-    the rule's and the read-out's (learning-rate multipliers).
+    Besides the changeable prefixes, the fields that set only how the meta-parameters learn
+    may change: the ``RESUMABLE_FIELDS`` of the agent's config (``value_gradient``) and of the
+    task's, the rule's and the read-out's (learning-rate multipliers).
     """
     if path in FIXED_ON_RESUME:
         return False
     if path in ("name", "source") or path.startswith(CHANGEABLE_ON_RESUME):
         return True
     section, _, field = path.partition(".")
-    if recipe is None or section not in COMPONENT_SECTIONS:
+    if section not in COMPONENT_SECTIONS:
         return False
     part = getattr(recipe, section)
     config = part.config if isinstance(part, ComponentSpec) else part
@@ -148,10 +148,6 @@ class ApplyOptimizerSettings(Callback):
         restored = trainer.optimizers[0]
         if not isinstance(fresh, torch.optim.Optimizer):
             return  # only the one-optimizer form is used by metods' module
-        if len(fresh.param_groups) != len(restored.param_groups):
-            raise MetodsError(
-                "the recipe's optimizer has another number of parameter groups than the "
-                "checkpoint's: start a new run for this change"
-            )
+        # The groups match: the module's on_load_checkpoint regrouped the saved state.
         for new, old in zip(fresh.param_groups, restored.param_groups, strict=True):
             old.update({key: value for key, value in new.items() if key != "params"})
