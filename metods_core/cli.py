@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the checkpoint to evaluate: a path, or `best` (the run's best.ckpt, kept with "
         "trainer.keep_best=true) (default: the run's last.ckpt)",
     )
+    evaluate.add_argument(
+        "--split",
+        choices=("test", "train"),
+        default="test",
+        help="the tasks to meta-test on: `test`, the held-out ones, or `train`, those the run "
+        "trained on (beside `test`, the generalisation gap; files tagged -train) (default: test)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.add_argument(
         "--greedy", action="store_true", default=None, help="act greedily instead of sampling"

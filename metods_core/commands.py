@@ -82,7 +82,12 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.episodes is not None and args.episodes < 1:
         raise MetodsError(f"evaluate: --episodes must be at least 1, got {args.episodes}")
     result = evaluate_run(
-        args.run_dir, args.episodes, list(args.overrides), args.greedy, args.checkpoint
+        args.run_dir,
+        args.episodes,
+        list(args.overrides),
+        args.greedy,
+        args.checkpoint,
+        split=args.split,
     )
     if args.json:
         print(json.dumps(result, default=_jsonable))

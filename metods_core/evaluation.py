@@ -18,6 +18,7 @@ from metods_core.agent import Agent
 from metods_core.components import create_agent, create_task_sampler
 from metods_core.errors import MetodsError
 from metods_core.interfaces import TaskSampler
+from metods_core.interfaces.tasks import Split
 from metods_core.recipe import Recipe, pydantic_problems
 from metods_core.recipe.schema import RecipeError
 from metods_core.rollout import run_lifetimes
@@ -103,16 +104,23 @@ def meta_test(
     batch_tasks: int,
     greedy: bool,
     seed: int,
+    split: Split = "test",
 ) -> dict[str, torch.Tensor]:
-    """Run ``episodes`` held-out lifetimes of ``sampler``'s test split; return each metric
-    concatenated over tasks (each ``(tasks,)`` or ``(tasks, K)``)."""
+    """Run ``episodes`` lifetimes of ``sampler``'s ``split`` (held-out tasks by default); return
+    each metric concatenated over tasks (each ``(tasks,)`` or ``(tasks, K)``).
+
+    The sampler's statistics are frozen first (:meth:`TaskSampler.freeze_statistics`): meta-test
+    lifetimes, on either split, see the checkpoint's and never change them.
+    """
+    sampler.freeze_statistics()
     device = next(agent.parameters()).device  # tasks and actions follow the agent
-    generator = torch.Generator().manual_seed(derive_seed(seed, "meta-test"))
+    stream = ("meta-test",) if split == "test" else ("meta-test", split)
+    generator = torch.Generator().manual_seed(derive_seed(seed, *stream))
     collected: dict[str, list[torch.Tensor]] = {}
     remaining = episodes
     while remaining > 0:
         size = min(batch_tasks, remaining)
-        tasks = move_data_to_device(sampler.sample(size, "test", generator), device)
+        tasks = move_data_to_device(sampler.sample(size, split, generator), device)
         env = sampler.make_env(tasks)
         action_generator = torch.Generator(device=device)
         action_generator.manual_seed(derive_seed(seed, "actions", tasks.seed))
@@ -161,9 +169,13 @@ def evaluate_run(
     greedy: bool | None = None,
     checkpoint: Path | str | None = None,
     device: str | None = None,
+    split: Split = "test",
 ) -> dict[str, Any]:
     """Meta-test the run's last checkpoint (or ``checkpoint``) on held-out tasks; write JSON and
     PNG plots. ``device`` (e.g. ``"cuda"``) runs the agent and the tasks there; default: CPU.
+
+    ``split`` ``"train"`` meta-tests on the tasks the run trained on instead (beside the held-out
+    figure it measures the generalisation gap); its files are tagged ``-train``.
 
     ``overrides`` change the test conditions (``task.impair_actuator=3``); they never touch the
     checkpoint. ``checkpoint`` ``"best"`` is the run's ``best.ckpt`` (``trainer.keep_best``),
@@ -182,7 +194,8 @@ def evaluate_run(
     run = RunFolder(run_dir)
     path = named_checkpoint(run_dir, checkpoint)
     best = path is not None and path == run.best_checkpoint
-    tag = ("-best" if best else "") + overrides_tag(overrides)
+    tag = ("-best" if best else "") + ("-train" if split == "train" else "")
+    tag += overrides_tag(overrides)
     recipe = read_run_recipe(run_dir, list(overrides))
     sampler = create_task_sampler(recipe)
     agent = load_trained_agent(recipe, sampler, find_resume_checkpoint(run_dir, path), run_dir)
@@ -191,7 +204,7 @@ def evaluate_run(
     episodes = recipe.evaluation.episodes if episodes is None else episodes
     greedy = recipe.evaluation.greedy if greedy is None else greedy
     batch_tasks = recipe.evaluation.batch_tasks
-    metrics = meta_test(agent, sampler, episodes, batch_tasks, greedy, recipe.seed)
+    metrics = meta_test(agent, sampler, episodes, batch_tasks, greedy, recipe.seed, split)
     if not metrics:
         raise MetodsError(
             f"the evaluation of {run_dir} produced no metrics; {run.evaluation(tag).name} was "
@@ -202,12 +215,13 @@ def evaluate_run(
         other = condition_sampler(recipe, condition, changes)
         if callable(getattr(sampler, "state_dict", None)):
             restore_state(other, {"sampler": sampler.state_dict()})  # type: ignore[attr-defined]
-        extra = meta_test(agent, other, episodes, batch_tasks, greedy, recipe.seed)
+        extra = meta_test(agent, other, episodes, batch_tasks, greedy, recipe.seed, split)
         summary.update({f"{condition}/{k}": v for k, v in summarise(extra).items()})
     summary.update(
         {
             "run_dir": str(run_dir),
             "episodes": episodes,
+            "split": split,
             "greedy": greedy,
             "overrides": list(overrides),
             "main_metric": sampler.main_metric(),

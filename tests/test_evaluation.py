@@ -7,11 +7,14 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from metods_plugins.tasks.harlow import HarlowTasks
 
 from metods_core.evaluation import evaluate_run, overrides_tag, summarise
+from metods_core.interfaces import Split
 from metods_core.recipe import load_recipe
 from metods_core.statistics import mean_and_ci95, t_quantile_95
 from metods_core.training import train_recipe
@@ -111,8 +114,31 @@ def test_evaluation_uses_held_out_tasks_and_is_reproducible(trained_run: Path) -
     assert first["mean_reward"] == second["mean_reward"]
 
 
+def test_evaluation_on_the_train_split(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``split="train"`` meta-tests on the training tasks only, and tags its files ``-train``;
+    the default evaluation draws only held-out tasks."""
+    splits: list[str] = []
+    sample = HarlowTasks.sample
+
+    def recording_sample(self: HarlowTasks, n: int, split: Split, generator: Any) -> Any:
+        splits.append(split)
+        return sample(self, n, split, generator)
+
+    monkeypatch.setattr(HarlowTasks, "sample", recording_sample)
+    held_out = evaluate_run(trained_run, episodes=16)
+    assert set(splits) == {"test"} and held_out["split"] == "test"
+    splits.clear()
+    train = evaluate_run(trained_run, episodes=16, split="train")
+    assert set(splits) == {"train"} and train["split"] == "train"
+    written = json.loads((trained_run / "evaluation-train.json").read_text())
+    assert written["split"] == "train" and written["mean_reward"] == train["mean_reward"]
+    assert json.loads((trained_run / "evaluation.json").read_text())["split"] == "test"
+    assert (trained_run / "accuracy_by_presentation-train.csv").is_file()
+
+
 def test_cli_evaluate_json(trained_run: Path) -> None:
-    """`metods evaluate RUN --json` prints one JSON object with the Harlow keys."""
+    """`metods evaluate RUN --json --split train` prints one JSON object with the Harlow keys
+    and the split."""
     result = subprocess.run(
         [
             sys.executable,
@@ -123,6 +149,8 @@ def test_cli_evaluate_json(trained_run: Path) -> None:
             "--json",
             "--episodes",
             "16",
+            "--split",
+            "train",
         ],
         capture_output=True,
         text=True,
@@ -130,3 +158,4 @@ def test_cli_evaluate_json(trained_run: Path) -> None:
     )
     data = json.loads(result.stdout)
     assert {"mean_reward", "accuracy_first", "accuracy_later"} <= data.keys()
+    assert data["split"] == "train"

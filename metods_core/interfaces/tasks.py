@@ -132,6 +132,14 @@ class TaskSampler(abc.ABC):
         """Return the name of the metric that ranks agents on this task family."""
         return "episode_reward"
 
+    def freeze_statistics(self) -> None:  # noqa: B027  # optional hook: most samplers learn nothing
+        """Stop adapting to the lifetimes this sampler's envs run from now on, train split
+        included (the MuJoCo tasks' running observation statistics). Meta-test calls it, so
+        that an evaluation on the train tasks (``metods evaluate --split train``) sees the
+        checkpoint's statistics, as a held-out one does. Samplers without such state keep the
+        default, which does nothing.
+        """
+
     def compile_env_step(self) -> None:  # noqa: B027  # optional hook
         """Compile the step of the envs this sampler builds from now on (``trainer.compile``).
 

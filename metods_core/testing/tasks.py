@@ -314,6 +314,30 @@ def check_global_rng_untouched(cls: type[TaskSampler], /, **config: Any) -> None
     )
 
 
+def check_frozen_statistics(cls: type[TaskSampler], /, **config: Any) -> None:
+    """After ``freeze_statistics``, a train-split lifetime leaves the sampler's state as it was.
+
+    A sampler with state (``state_dict``, such as running observation statistics) may learn it
+    from training lifetimes; meta-test freezes it, so that an evaluation on the train tasks sees
+    the checkpoint's. Samplers without ``state_dict`` pass trivially.
+    """
+    sampler = build_sampler(cls, config)
+    state_dict = getattr(sampler, "state_dict", None)
+    if not callable(state_dict):
+        return
+    env, _, _ = run_random_lifetime(sampler)  # a training lifetime may change the state
+    env.close()
+    sampler.freeze_statistics()
+    frozen = repr(state_dict())
+    env, _, _ = run_random_lifetime(sampler, seed=1)
+    env.close()
+    assert repr(state_dict()) == frozen, (
+        "a train-split lifetime changed the sampler's state after freeze_statistics(): "
+        "meta-test on the train tasks would not see the checkpoint's statistics; make the "
+        "envs built after freeze_statistics() leave the state alone"
+    )
+
+
 TASK_CHECKS: dict[str, Callable[..., None]] = {
     **CONFIG_CHECKS,
     "construction": check_construction,
@@ -327,6 +351,7 @@ TASK_CHECKS: dict[str, Callable[..., None]] = {
     "rebuilt_env_reproduces": check_rebuilt_env_reproduces,
     "repeated_tasks_share_randomness": check_repeated_tasks_share_randomness,
     "global_rng_untouched": check_global_rng_untouched,
+    "frozen_statistics": check_frozen_statistics,
 }
 """Every check of the task-sampler suite, by name: ``check(cls, **config)``."""
 

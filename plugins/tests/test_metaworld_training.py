@@ -13,6 +13,7 @@ import torch
 from metods_plugins.tasks.metaworld_tasks import MetaWorldML1Tasks, MetaWorldML10Tasks
 
 from metods_core.testing import check_task_sampler
+from metods_core.testing.tasks import check_frozen_statistics
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"rollout_steps": 10, "rollouts": 2}
@@ -27,6 +28,14 @@ needs_metaworld = pytest.mark.skipif(
 def test_ml1_conformance() -> None:
     """ML1 passes the task-sampler conformance suite with two short rollouts per lifetime."""
     check_task_sampler(MetaWorldML1Tasks, **TINY)
+
+
+@needs_metaworld
+@pytest.mark.slow
+def test_ml1_observation_statistics_freeze_for_meta_test() -> None:
+    """With ``normalize_observations``, train-split lifetimes stop updating the statistics once
+    meta-test froze them (``metods evaluate --split train`` sees the checkpoint's)."""
+    check_frozen_statistics(MetaWorldML1Tasks, normalize_observations=True, **TINY)
 
 
 @needs_metaworld

@@ -16,6 +16,7 @@ from metods_core.components import create_task_sampler
 from metods_core.evaluation import load_trained_agent, meta_test
 from metods_core.recipe import load_recipe
 from metods_core.run_folder import RunFolder
+from metods_core.testing.tasks import check_frozen_statistics
 from metods_core.training import resume_run, train_recipe
 from metods_core.training.checkpoints import read_checkpoint
 
@@ -83,6 +84,13 @@ def test_training_lifetimes_update_and_meta_test_does_not() -> None:
 
 
 @needs_mujoco
+def test_the_statistics_freeze_on_the_train_split_too() -> None:
+    """After ``freeze_statistics`` (meta-test), train-split lifetimes leave the statistics as
+    they were (the conformance check, with the statistics on)."""
+    check_frozen_statistics(CheetahDirTasks, episode_steps=3, normalize_observations=True)
+
+
+@needs_mujoco
 def test_statistics_are_saved_resumed_and_used_by_evaluation(tmp_path: Path) -> None:
     """2 steps x 2 tasks x 6 observations = 24 rows in the checkpoint, 36 after one more step
     on resume, and the evaluation's sampler starts from them and leaves them unchanged."""
@@ -102,3 +110,5 @@ def test_statistics_are_saved_resumed_and_used_by_evaluation(tmp_path: Path) -> 
     assert sampler.normalizer.count == 36  # type: ignore[attr-defined]
     meta_test(agent, sampler, episodes=2, batch_tasks=2, greedy=False, seed=0)
     assert sampler.normalizer.count == 36  # type: ignore[attr-defined]
+    meta_test(agent, sampler, episodes=2, batch_tasks=2, greedy=False, seed=0, split="train")
+    assert sampler.normalizer.count == 36  # type: ignore[attr-defined]  # frozen on train too

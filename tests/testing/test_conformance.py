@@ -216,6 +216,40 @@ class PerEnvNoiseTasks(FakeTasks):
         return PerEnvNoiseEnv(self, tasks)
 
 
+class AlwaysLearningTasks(FakeTasks):
+    """Counts the training lifetimes it builds as state, and ignores ``freeze_statistics``."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.train_lifetimes = 0
+
+    def make_env(self, tasks: Any) -> FakeEnv:
+        self.train_lifetimes += tasks.split == "train"
+        return super().make_env(tasks)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_lifetimes": self.train_lifetimes}
+
+
+class FreezableTasks(AlwaysLearningTasks):
+    """Stops counting once frozen, as a sampler with statistics should."""
+
+    frozen = False
+
+    def freeze_statistics(self) -> None:
+        self.frozen = True
+
+    def make_env(self, tasks: Any) -> FakeEnv:
+        if self.frozen:
+            return FakeEnv(self, tasks)
+        return super().make_env(tasks)
+
+
+def test_a_sampler_with_state_that_freezes_passes() -> None:
+    """The frozen-statistics check passes a stateful sampler that honours the freeze."""
+    check_task_sampler(FreezableTasks)
+
+
 class DirectBackwardMetaOptimizer(FakeMetaOptimizer):
     """Calls ``loss.backward()`` itself instead of ``OuterBatch.backward``."""
 
@@ -253,6 +287,11 @@ class LaxConfigRule(FakeRule):
             lambda: check_task_sampler(PerEnvNoiseTasks),
             "repeated_tasks_share_randomness",
             id="copies-not-shared",
+        ),
+        pytest.param(
+            lambda: check_task_sampler(AlwaysLearningTasks),
+            "frozen_statistics",
+            id="statistics-not-frozen",
         ),
         pytest.param(
             lambda: check_meta_optimizer(

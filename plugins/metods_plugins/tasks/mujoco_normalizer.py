@@ -8,9 +8,10 @@ unnormalised they barely reach the agent beside its previous reward. The normali
 running mean and variance of every observation seen in *training* lifetimes (Chan et al.'s
 parallel update, float64) and gives the agent ``clip((o - mean) / sqrt(var + eps), -clip,
 clip)``, as Stable-Baselines3's VecNormalize. Meta-test lifetimes use the statistics frozen at
-the checkpoint. The statistics are the task sampler's state (``state_dict``/``load_state_dict``),
-saved in every checkpoint by ``metods_core.training.callbacks.TaskState`` and restored by resume
-and evaluation. In a multi-process run each process keeps its own statistics; rank 0's are saved.
+the checkpoint, on either split (``freeze_statistics``, called by meta-test). The statistics
+are the task sampler's state (``state_dict``/``load_state_dict``), saved in every checkpoint by
+``metods_core.training.callbacks.TaskState`` and restored by resume and evaluation. In a
+multi-process run each process keeps its own statistics; rank 0's are saved.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ class RunningObservationNormalizer:
         self.count = 0
         self.clip = clip
         self.eps = eps
+        self.frozen = False
+        """Set by :meth:`freeze`: ``observe`` no longer updates, whatever it is told."""
+
+    def freeze(self) -> None:
+        """Keep the statistics as they are from now on (meta-test on any split)."""
+        self.frozen = True
 
     def update(self, batch: np.ndarray) -> None:
         """Merge the statistics of ``batch`` ``(B, dims)`` into the running ones."""
@@ -52,8 +59,9 @@ class RunningObservationNormalizer:
 
     def observe(self, batch: np.ndarray, update: bool) -> np.ndarray:
         """Return ``batch`` ``(B, dims)`` normalised, merging it into the statistics first if
-        ``update`` (training lifetimes do; meta-test lifetimes use the frozen statistics)."""
-        if update:
+        ``update`` (training lifetimes do; meta-test lifetimes use the frozen statistics) and
+        the normaliser was not frozen (:meth:`freeze`)."""
+        if update and not self.frozen:
             self.update(batch)
         return self(batch)
 
@@ -88,6 +96,11 @@ class ObservationStatistics:
     def state_dict(self) -> dict[str, Any]:
         """The observation statistics (empty without ``normalize_observations``)."""
         return {} if self.normalizer is None else {"observations": self.normalizer.state_dict()}
+
+    def freeze_statistics(self) -> None:
+        """Stop updating the observation statistics, train lifetimes included (meta-test)."""
+        if self.normalizer is not None:
+            self.normalizer.freeze()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the observation statistics saved by ``state_dict`` (if any)."""
