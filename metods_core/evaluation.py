@@ -17,8 +17,7 @@ from pydantic import ValidationError
 from metods_core.agent import Agent
 from metods_core.components import create_agent, create_task_sampler
 from metods_core.errors import MetodsError
-from metods_core.interfaces import TaskSampler
-from metods_core.interfaces.tasks import Split
+from metods_core.interfaces import Split, TaskSampler
 from metods_core.recipe import Recipe, pydantic_problems
 from metods_core.recipe.schema import RecipeError
 from metods_core.rollout import run_lifetimes

@@ -219,12 +219,14 @@ class PerEnvNoiseTasks(FakeTasks):
 class AlwaysLearningTasks(FakeTasks):
     """Counts the training lifetimes it builds as state, and ignores ``freeze_statistics``."""
 
+    learning = True
+
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self.train_lifetimes = 0
 
     def make_env(self, tasks: Any) -> FakeEnv:
-        self.train_lifetimes += tasks.split == "train"
+        self.train_lifetimes += tasks.split == "train" and self.learning
         return super().make_env(tasks)
 
     def state_dict(self) -> dict[str, Any]:
@@ -234,15 +236,8 @@ class AlwaysLearningTasks(FakeTasks):
 class FreezableTasks(AlwaysLearningTasks):
     """Stops counting once frozen, as a sampler with statistics should."""
 
-    frozen = False
-
     def freeze_statistics(self) -> None:
-        self.frozen = True
-
-    def make_env(self, tasks: Any) -> FakeEnv:
-        if self.frozen:
-            return FakeEnv(self, tasks)
-        return super().make_env(tasks)
+        self.learning = False
 
 
 def test_a_sampler_with_state_that_freezes_passes() -> None:
