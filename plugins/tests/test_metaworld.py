@@ -166,6 +166,38 @@ def test_reaching_the_hidden_goal_succeeds_in_every_rollout() -> None:
 
 
 @needs_metaworld
+def test_robot_observation_is_the_hand_and_gripper_now_and_before() -> None:
+    """``observation: robot`` gives the agent 8 numbers: the hand's position (the simulator's
+    ``tcp_center`` up to Meta-World's hand offset) and the gripper's opening, then the same one
+    step before; nothing of the puck, whose position differs between goals."""
+    full = MetaWorldML1Tasks(MetaWorldML1Tasks.Config(rollout_steps=5, rollouts=1))
+    robot = MetaWorldML1Tasks(
+        MetaWorldML1Tasks.Config(rollout_steps=5, rollouts=1, observation="robot")
+    )
+    assert full.observation_space.shape == (39,)
+    assert robot.observation_space.shape == (8,)
+    tasks = full.sample(3, "train", torch.Generator().manual_seed(0))
+    seen = []
+    for sampler in (full, robot):
+        env = sampler.make_env(tasks)
+        generator = torch.Generator().manual_seed(2)
+        observations = [env.reset()[0]]
+        observations += [
+            env.step(torch.rand(3, 4, generator=generator) * 2 - 1)[0] for _ in range(3)
+        ]
+        env.close()
+        seen.append(torch.stack(observations))
+    full_seen, robot_seen = seen
+    columns = [0, 1, 2, 3, 18, 19, 20, 21]
+    torch.testing.assert_close(robot_seen, full_seen[..., columns])
+    # The previous step's hand and gripper are the last step's current ones.
+    torch.testing.assert_close(robot_seen[1:, :, 4:], robot_seen[:-1, :, :4])
+    # The puck (columns 4-6) differs between goals; the robot's start does not.
+    assert not torch.allclose(full_seen[0, 0, 4:7], full_seen[0, 1, 4:7])
+    torch.testing.assert_close(robot_seen[0, 0], robot_seen[0, 1])
+
+
+@needs_metaworld
 def test_ml1_splits_are_the_benchmarks_train_and_test_goals() -> None:
     """ML1's train split draws the benchmark's train goals, its test split the test goals."""
     import metaworld

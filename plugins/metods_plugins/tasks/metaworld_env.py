@@ -72,8 +72,12 @@ class MetaWorldBatchedEnv(BatchedEnv):
         device: torch.device,
         normalizer: RunningObservationNormalizer | None = None,
         update_normalizer: bool = False,
+        columns: list[int] | None = None,
     ) -> None:
         self.pool = pool
+        self.columns = columns
+        """The observation columns the agent sees (``None``: all); ``observation_space`` is
+        already theirs."""
         self.normalizer = normalizer
         self.update_normalizer = update_normalizer
         self.env_names = env_names
@@ -100,9 +104,13 @@ class MetaWorldBatchedEnv(BatchedEnv):
         return self.simulators
 
     def _observe(self, rows: list[np.ndarray]) -> torch.Tensor:
-        """Return the simulators' observations ``(batch, dims)`` as the agent sees them: clipped
-        to the space, then normalised (updating the statistics first in training)."""
-        observation = np.clip(np.stack(rows), self._low, self._high)
+        """Return the simulators' observations ``(batch, dims)`` as the agent sees them: the
+        ``columns`` kept, clipped to the space, then normalised (updating the statistics first in
+        training)."""
+        observation = np.stack(rows)
+        if self.columns is not None:
+            observation = observation[:, self.columns]
+        observation = np.clip(observation, self._low, self._high)
         if self.normalizer is not None:
             observation = self.normalizer.observe(observation, self.update_normalizer)
         return self._to_tensor(observation)

@@ -8,12 +8,17 @@ extra), the MetODS paper's Meta-World setting.
   5 held-out classes (50 goals each) for the test split (``metaworld.ML10(seed)``).
 
 The goal is hidden from the observation (Meta-World's ML setting: 39 numbers, the last three
-zero); the agent must find it from the reward. A lifetime is ``rollouts`` rollouts of
-``rollout_steps`` steps of one task (the paper: 10 x 500), with the synapses kept across rollouts
-and the boundary told to the agent (``info["episode_boundary"]``). Rewards are Meta-World's own,
-of ``reward_function_version`` (v2, in [0, 10] per step, by default). Metrics: ``success`` (the
-fraction of a lifetime's rollouts that reach Meta-World's success at any step),
-``success/rollout_k`` per rollout index, and the return.
+zero); the agent must find it from the reward. ``observation: robot`` keeps only the robot's own
+state (hand position and gripper opening, now and one step before: 8 numbers), as the paper
+describes its agents' input; the objects' positions, which differ between a class's goals,
+then no longer tell the agent which train goal it is in (see ``ROBOT_COLUMNS``).
+
+A lifetime is ``rollouts`` rollouts of ``rollout_steps`` steps of one task (the paper: 10 x
+500), with the synapses kept across rollouts and the boundary told to the agent
+(``info["episode_boundary"]``). Rewards are Meta-World's own, of ``reward_function_version`` (v2,
+in [0, 10] per step, by default). Metrics: ``success`` (the fraction of a lifetime's rollouts
+that reach Meta-World's success at any step), ``success/rollout_k`` per rollout index, and the
+return.
 
 ``sample`` draws task indices into the split's task list, so a task batch is a few integers;
 the benchmark's task lists are built once per process (``benchmark_seed`` fixes Meta-World's
@@ -43,6 +48,12 @@ from metods_plugins.tasks.mujoco_normalizer import (
 )
 
 INSTALL_HINT = 'pip install "metods-plugins[metaworld]"'
+
+ROBOT_COLUMNS = (0, 1, 2, 3, 18, 19, 20, 21)
+"""Columns of Meta-World's 39-number observation that are the robot's own state: the hand's
+position (0-2) and the gripper's opening (3), then the same one step before (18-21). Columns
+4-17 (and 22-35 one step before) are the objects' positions and orientations; 36-38 the goal,
+zero in the ML benchmarks."""
 
 
 def require_metaworld() -> ModuleType:
@@ -109,6 +120,12 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
         """Meta-World 3's reward function version (v2: its default, in [0, 10] per step)."""
         benchmark_seed: int = Field(0, ge=0)
         """Seed of Meta-World's own goal draw, which fixes the benchmark's train and test tasks."""
+        observation: Literal["full", "robot"] = "full"
+        """``full``: Meta-World's 39 numbers (hand, gripper, objects, the same one step before,
+        the hidden goal's zeros); ``robot``: only the hand's position and the gripper's opening,
+        now and one step before (8 numbers, ``ROBOT_COLUMNS``). On ML1 reach each train goal
+        comes with its own puck position, so with ``full`` a policy can recognise the train
+        goals by the puck instead of searching with the reward (docs/results.md)."""
         normalize_observations: bool = False
         """Give the agent running-normalised observations (statistics of training lifetimes,
         frozen at meta-test, saved in the checkpoints; see ``mujoco_normalizer.py``). Meta-World's
@@ -134,9 +151,12 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
         probe = self.simulators.acquire([self.tasks[0].env_name])
         space = probe[0].observation_space
         self.simulators.release([self.tasks[0].env_name], probe)
-        self.observation_space = gym.spaces.Box(
-            np.asarray(space.low, np.float32), np.asarray(space.high, np.float32), dtype=np.float32
-        )
+        self.columns = list(ROBOT_COLUMNS) if config.observation == "robot" else None
+        """The observation columns the agent sees (``None``: all of them)."""
+        low, high = np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+        if self.columns is not None:
+            low, high = low[self.columns], high[self.columns]
+        self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
         self.lifetime_steps = config.rollout_steps * config.rollouts
         self.episodes_per_lifetime = config.rollouts
@@ -179,6 +199,7 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
             device=tasks.task_id.device,
             normalizer=self.normalizer,
             update_normalizer=tasks.split == "train",
+            columns=self.columns,
         )
 
     def main_metric(self) -> str:
