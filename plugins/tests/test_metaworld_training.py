@@ -105,3 +105,31 @@ def test_throughput_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     result = json.loads(capsys.readouterr().out)
     assert result["batch"] == 2 and result["raw_steps_per_s"] > 0
     assert result["batched_env_steps_per_s"] > 0 and result["collect_steps_per_s"] > 0
+
+
+@needs_metaworld
+@pytest.mark.slow
+def test_goal_probe_sees_the_puck_only_with_full_observations(tmp_path: Path) -> None:
+    """benchmarks/metaworld_goal_probe.py swaps the pucks of train goals: the hand's path moves
+    for a policy that sees the objects (``task.observation=full``) and not at all (up to float
+    rounding) for one that sees only the robot (``observation=robot``, which also trains end to end)."""
+    import importlib.util as util
+
+    path = ROOT / "benchmarks" / "metaworld_goal_probe.py"
+    spec = util.spec_from_file_location("metaworld_goal_probe", path)
+    assert spec is not None and spec.loader is not None
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shifts = {}
+    for observation in ("full", "robot"):
+        run = tmp_path / observation
+        extra = ["agent.hidden=8", f"task.observation={observation}", "task.rollout_steps=40"]
+        _train_tiny("ml1_reach_metods.yaml", run, extra)
+        result = module.probe(run, 4)
+        for condition in ("own puck", "another goal's puck"):
+            assert set(result[condition]) == {"true goal k", "goal j", "other train goals"}
+            assert all(0.0 <= value <= 1.0 for value in result[condition].values())
+        shifts[observation] = result["path_shift"]
+    # Metres: the robot-only policy's path differs by float rounding in the physics at most.
+    assert shifts["full"] > 1e-4, shifts
+    assert shifts["robot"] < 1e-9, shifts
