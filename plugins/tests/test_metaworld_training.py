@@ -112,7 +112,8 @@ def test_throughput_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
 def test_goal_probe_sees_the_puck_only_with_full_observations(tmp_path: Path) -> None:
     """benchmarks/metaworld_goal_probe.py swaps the pucks of train goals: the hand's path moves
     for a policy that sees the objects (``task.observation=full``) and not at all (up to float
-    rounding) for one that sees only the robot (``observation=robot``, which also trains end to end)."""
+    rounding) for one that sees only the robot (``observation=robot``, which also trains end
+    to end)."""
     import importlib.util as util
 
     path = ROOT / "benchmarks" / "metaworld_goal_probe.py"
