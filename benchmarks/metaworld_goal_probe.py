@@ -55,16 +55,11 @@ def with_puck(task: Any, puck: np.ndarray) -> Any:
 def donors(rand_vecs: list[np.ndarray]) -> list[int]:
     """For each goal ``k``, the next goal ``j != k`` whose puck is far enough from goal ``k``."""
     n = len(rand_vecs)
-    chosen = []
-    for k in range(n):
-        order = [*range(k + 1, n), *range(k)]
-        far = [
-            j
-            for j in order
-            if np.linalg.norm(rand_vecs[j][:2] - rand_vecs[k][3:5]) >= MIN_PUCK_TO_GOAL
-        ]
-        chosen.append(far[0])
-    return chosen
+
+    def far_enough(j: int, k: int) -> bool:
+        return bool(np.linalg.norm(rand_vecs[j][:2] - rand_vecs[k][3:5]) >= MIN_PUCK_TO_GOAL)
+
+    return [next(j for j in [*range(k + 1, n), *range(k)] if far_enough(j, k)) for k in range(n)]
 
 
 def probe(run_dir: Path, goals: int) -> dict[str, Any]:
