@@ -26,6 +26,7 @@ from metods_core.statistics import mean_and_ci95
 from metods_core.training.atomic import write_text_atomic
 from metods_core.training.callbacks import restore_state, restore_task_state
 from metods_core.training.checkpoints import (
+    checkpoint_outer_step,
     find_resume_checkpoint,
     named_checkpoint,
     read_checkpoint,
@@ -52,6 +53,17 @@ def overrides_tag(overrides: Sequence[str]) -> str:
     if len(tag) > 80:
         tag = f"{tag[:60]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
     return f"-{tag}"
+
+
+def checkpoint_tag(run: RunFolder, checkpoint: Path | None) -> str:
+    """The file-name tag of an evaluation of ``checkpoint``: none for the run's last one,
+    ``-best`` for ``best.ckpt``, the file's stem for any other (``-step=000116``), so that
+    evaluating an earlier checkpoint never overwrites the last one's files."""
+    if checkpoint is None or checkpoint.resolve() == run.last_checkpoint.resolve():
+        return ""
+    if checkpoint.resolve() == run.best_checkpoint.resolve():
+        return "-best"
+    return overrides_tag([checkpoint.stem])
 
 
 def load_trained_agent(
@@ -178,7 +190,9 @@ def evaluate_run(
 
     ``overrides`` change the test conditions (``task.impair_actuator=3``); they never touch the
     checkpoint. ``checkpoint`` ``"best"`` is the run's ``best.ckpt`` (``trainer.keep_best``),
-    whose files are tagged ``-best``. Returns the summary also written to the run folder's
+    whose files are tagged ``-best``; any other checkpoint but the last tags them with its file
+    name (``-step=000116``, see :func:`checkpoint_tag`). The summary records the checkpoint's
+    path and its ``outer_step``. Returns the summary also written to the run folder's
     evaluation file (:meth:`RunFolder.evaluation`), tagged with the overrides (see
     :func:`overrides_tag`); the
     curves' PNG and CSV files carry the same tag, so no evaluation overwrites another. The JSON
@@ -192,12 +206,12 @@ def evaluate_run(
     run_dir = Path(run_dir)
     run = RunFolder(run_dir)
     path = named_checkpoint(run_dir, checkpoint)
-    best = path is not None and path == run.best_checkpoint
-    tag = ("-best" if best else "") + ("-train" if split == "train" else "")
+    tag = checkpoint_tag(run, path) + ("-train" if split == "train" else "")
     tag += overrides_tag(overrides)
     recipe = read_run_recipe(run_dir, list(overrides))
     sampler = create_task_sampler(recipe)
-    agent = load_trained_agent(recipe, sampler, find_resume_checkpoint(run_dir, path), run_dir)
+    resolved = find_resume_checkpoint(run_dir, path)
+    agent = load_trained_agent(recipe, sampler, resolved, run_dir)
     if device is not None:
         agent.to(device)
     episodes = recipe.evaluation.episodes if episodes is None else episodes
@@ -219,6 +233,8 @@ def evaluate_run(
     summary.update(
         {
             "run_dir": str(run_dir),
+            "checkpoint": str(resolved),
+            "outer_step": checkpoint_outer_step(read_checkpoint(resolved)),
             "episodes": episodes,
             "split": split,
             "greedy": greedy,

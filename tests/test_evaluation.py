@@ -16,6 +16,7 @@ from metods_plugins.tasks.harlow import HarlowTasks
 from metods_core.evaluation import evaluate_run, overrides_tag, summarise
 from metods_core.interfaces import Split
 from metods_core.recipe import load_recipe
+from metods_core.run_folder import RunFolder
 from metods_core.statistics import mean_and_ci95, t_quantile_95
 from metods_core.training import train_recipe
 
@@ -25,7 +26,7 @@ HARLOW = ROOT / "recipes" / "harlow" / "metods.yaml"
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Harlow run trained for 3 outer steps on 4 tasks."""
+    """A Harlow run trained for 3 outer steps on 4 tasks, a checkpoint after each."""
     recipe = load_recipe(
         HARLOW,
         [
@@ -33,6 +34,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "plasticity.recursion_steps=1",
             "trainer.max_steps=3",
             "trainer.log_every_n_steps=1",
+            "trainer.checkpoint_every_n_steps=1",
             "logger.wandb.mode=disabled",
             "trainer.compile=false",
             "evaluation.batch_tasks=16",
@@ -105,6 +107,23 @@ def test_evaluation_under_overrides_keeps_the_plain_one(trained_run: Path) -> No
     rows = (trained_run / "accuracy_by_presentation-task.trials=3.csv").read_text().splitlines()
     assert len(rows) == 1 + 3
     assert (trained_run / "accuracy_by_presentation-task.trials=3.png").stat().st_size > 0
+
+
+def test_evaluation_of_an_earlier_checkpoint_is_recorded_beside_the_last(
+    trained_run: Path,
+) -> None:
+    """The summary names the checkpoint and its outer step; an earlier checkpoint's files are
+    tagged with its name and leave the last checkpoint's evaluation as it was."""
+    last = evaluate_run(trained_run, episodes=8)
+    assert last["outer_step"] == 3
+    assert Path(last["checkpoint"]).resolve() == RunFolder(trained_run).last_checkpoint.resolve()
+    earlier_path = RunFolder(trained_run).periodic_checkpoint(2)
+    earlier = evaluate_run(trained_run, episodes=8, checkpoint=earlier_path)
+    assert earlier["outer_step"] == 2 and earlier["checkpoint"] == str(earlier_path)
+    written = json.loads((trained_run / "evaluation-step=000002.json").read_text())
+    assert written["outer_step"] == 2
+    assert json.loads((trained_run / "evaluation.json").read_text())["outer_step"] == 3
+    assert (trained_run / "accuracy_by_presentation-step=000002.csv").is_file()
 
 
 def test_evaluation_uses_held_out_tasks_and_is_reproducible(trained_run: Path) -> None:
