@@ -168,6 +168,34 @@ def build_parser() -> argparse.ArgumentParser:
     impairment.add_argument("--json", action="store_true", help="print the table as JSON")
     impairment.set_defaults(handler=handlers.impairment)
 
+    curve = commands.add_parser(
+        "curve",
+        help="a run's training log over windows of outer steps, as a table",
+        description="Summarise logged training columns (train/episode_reward by default) of "
+        "one or several runs over consecutive windows of outer steps, across resumes (later "
+        "logs win for repeated steps), and print a Markdown table (or JSON).",
+    )
+    curve.add_argument("runs", metavar="RUN_DIR", type=Path, nargs="+")
+    curve.add_argument(
+        "--column",
+        dest="columns",
+        action="append",
+        metavar="NAME",
+        help="a logged column, the train/ prefix optional: episode_reward, success, "
+        "grad_norm/rule, rule/memory_decay, ... (repeatable; default: episode_reward)",
+    )
+    curve.add_argument(
+        "--window", type=int, default=10, help="outer steps per window, at least 1 (default: 10)"
+    )
+    curve.add_argument(
+        "--stat",
+        choices=("mean", "min", "max"),
+        default="mean",
+        help="how each window's values are summarised (default: mean)",
+    )
+    curve.add_argument("--json", action="store_true", help="print the table as JSON")
+    curve.set_defaults(handler=handlers.curve)
+
     ablate = commands.add_parser(
         "ablate",
         help="train and evaluate a grid of recipe variants over seeds; tabulate and plot",

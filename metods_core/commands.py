@@ -16,6 +16,7 @@ from metods_core.errors import MetodsError
 
 __all__ = [
     "ablate",
+    "curve",
     "evaluate",
     "format_table",
     "impairment",
@@ -107,6 +108,18 @@ def impairment(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_text_atomic(args.out, markdown)
     print(json.dumps(table) if args.json else markdown, end="\n" if args.json else "")
+    return 0
+
+
+def curve(args: argparse.Namespace) -> int:
+    from metods_core.training_log import format_window_markdown, window_table
+
+    columns = args.columns or ["episode_reward"]
+    table = window_table(args.runs, columns, args.window, args.stat)
+    print(
+        json.dumps(table) if args.json else format_window_markdown(table),
+        end="\n" if args.json else "",
+    )
     return 0
 
 

@@ -14,23 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402  # the backend must be chosen firs
 import torch  # noqa: E402
 
 from metods_core.run_folder import RunFolder  # noqa: E402
-
-
-def read_training_log(
-    run_dir: Path, column: str = "train/episode_reward"
-) -> list[tuple[int, float]]:
-    """Return ``(step, value)`` pairs of ``column`` from every CSV log of the run, by step.
-
-    A resumed run writes a new ``logs/version_K``; later versions win for repeated steps.
-    """
-    points: dict[int, float] = {}
-    for path in RunFolder(run_dir).metrics_csvs():
-        with path.open() as handle:
-            for row in csv.DictReader(handle):
-                value = row.get(column)
-                if value not in (None, ""):
-                    points[int(row["step"])] = float(value)
-    return sorted(points.items())
+from metods_core.training_log import read_training_log  # noqa: E402
 
 
 def plot_training_curve(run_dir: Path, column: str = "train/episode_reward") -> Path | None:

@@ -161,7 +161,7 @@ def write_plot(out: Path, outcomes: Sequence[RunOutcome]) -> Path:
     matplotlib.use("Agg")  # files only; never open a window
     import matplotlib.pyplot as plt
 
-    from metods_core.plots import read_training_log
+    from metods_core.training_log import read_training_log
 
     grid_keys = list(outcomes[0].run.values) if outcomes else []
     cells = summarise(results_rows(grid_keys, outcomes), grid_keys)
