@@ -74,8 +74,15 @@ def load_trained_agent(
     Only the agent is built: the meta-optimizer's state in the checkpoint is not needed here.
     The sampler's own saved state (the MuJoCo observation statistics) is restored into it.
     """
+    return agent_from_checkpoint(recipe, sampler, read_checkpoint(checkpoint), checkpoint, run_dir)
+
+
+def agent_from_checkpoint(
+    recipe: Recipe, sampler: TaskSampler, loaded: dict[str, Any], checkpoint: Path, run_dir: Path
+) -> Agent:
+    """:func:`load_trained_agent` for a checkpoint already read (``loaded``, from
+    ``checkpoint``)."""
     agent = create_agent(recipe, sampler)
-    loaded = read_checkpoint(checkpoint)
     restore_task_state(sampler, loaded)  # e.g. the observation statistics of training
     state = loaded["state_dict"]
     weights = {k[len(AGENT_PREFIX) :]: v for k, v in state.items() if k.startswith(AGENT_PREFIX)}
@@ -211,7 +218,8 @@ def evaluate_run(
     recipe = read_run_recipe(run_dir, list(overrides))
     sampler = create_task_sampler(recipe)
     resolved = find_resume_checkpoint(run_dir, path)
-    agent = load_trained_agent(recipe, sampler, resolved, run_dir)
+    loaded = read_checkpoint(resolved)
+    agent = agent_from_checkpoint(recipe, sampler, loaded, resolved, run_dir)
     if device is not None:
         agent.to(device)
     episodes = recipe.evaluation.episodes if episodes is None else episodes
@@ -234,7 +242,7 @@ def evaluate_run(
         {
             "run_dir": str(run_dir),
             "checkpoint": str(resolved),
-            "outer_step": checkpoint_outer_step(read_checkpoint(resolved)),
+            "outer_step": checkpoint_outer_step(loaded),
             "episodes": episodes,
             "split": split,
             "greedy": greedy,

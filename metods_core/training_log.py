@@ -24,32 +24,34 @@ TRAIN_PREFIX = "train/"
 """The prefix of the training metrics' columns; ``metods curve`` accepts names without it."""
 
 
-def read_training_log(
-    run_dir: Path, column: str = "train/episode_reward"
-) -> list[tuple[int, float]]:
-    """Return ``(step, value)`` pairs of ``column`` from every CSV log of the run, by step.
+def read_training_logs(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Return every logged column's ``(step, value)`` pairs, by step, in one pass over the CSVs.
 
     ``step`` counts outer steps from 0. A resumed run writes a new ``logs/version_K``; later
-    versions win for repeated steps. Empty cells (a column not logged at that step) are skipped.
+    versions win for repeated steps. Empty cells (a column not logged at that step) are skipped;
+    ``epoch`` and ``step`` are not columns here.
     """
-    points: dict[int, float] = {}
+    points: dict[str, dict[int, float]] = {}
     for path in RunFolder(run_dir).metrics_csvs():
         with path.open() as handle:
             for row in csv.DictReader(handle):
-                value = row.get(column)
-                if value not in (None, ""):
-                    points[int(row["step"])] = float(value)
-    return sorted(points.items())
+                step = int(row["step"])
+                for column, value in row.items():
+                    if column not in ("epoch", "step") and value not in (None, ""):
+                        points.setdefault(column, {})[step] = float(value)
+    return {column: sorted(by_step.items()) for column, by_step in points.items()}
+
+
+def read_training_log(
+    run_dir: Path, column: str = "train/episode_reward"
+) -> list[tuple[int, float]]:
+    """Return ``(step, value)`` pairs of ``column`` (see :func:`read_training_logs`)."""
+    return read_training_logs(run_dir).get(column, [])
 
 
 def log_columns(run_dir: Path) -> list[str]:
-    """Return the columns of the run's CSV logs (every version), sorted, without ``epoch`` and
-    ``step``."""
-    columns: set[str] = set()
-    for path in RunFolder(run_dir).metrics_csvs():
-        with path.open() as handle:
-            columns.update(next(csv.reader(handle), []))
-    return sorted(columns - {"epoch", "step"})
+    """Return the columns the run's CSV logs hold a value of, sorted."""
+    return sorted(read_training_logs(run_dir))
 
 
 def resolve_column(run_dir: Path, name: str, available: Sequence[str]) -> str:
@@ -93,7 +95,8 @@ def window_table(
     names = [run_dir.name for run_dir in runs]
     for run_dir in runs:
         run_label = run_dir.name if names.count(run_dir.name) == 1 else str(run_dir)
-        available = log_columns(run_dir)
+        logs = read_training_logs(run_dir)
+        available = sorted(logs)
         if not available:
             raise MetodsError(
                 f"{run_dir} has no training log (logs/version_*/metrics.csv): is it a run "
@@ -103,7 +106,7 @@ def window_table(
             column = resolve_column(run_dir, name, available)
             label = column.removeprefix(TRAIN_PREFIX)
             label = f"{run_label} {label}" if len(runs) > 1 else label
-            series.append((label, read_training_log(run_dir, column)))
+            series.append((label, logs[column]))
     last = max((points[-1][0] for _, points in series if points), default=-1)
     rows = []
     for start in range(0, last + 1, window):
