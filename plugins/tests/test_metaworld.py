@@ -54,13 +54,19 @@ class FakeSimulator:
         return np.full(3, float(self.t)), 1.0, False, False, {"success": self.t in self.successes}
 
 
-def fake_env(successes: list[set[int]], rollout_steps: int, rollouts: int) -> MetaWorldBatchedEnv:
+def fake_env(
+    successes: list[set[int]],
+    rollout_steps: int,
+    rollouts: int,
+    env_names: list[str] | None = None,
+    class_names: tuple[str, ...] = (),
+) -> MetaWorldBatchedEnv:
     simulators = iter([FakeSimulator(s) for s in successes])
     pool = MetaWorldSimulators(lambda name: next(simulators))
     space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
     return MetaWorldBatchedEnv(
         pool=pool,
-        env_names=["fake"] * len(successes),
+        env_names=env_names or ["fake"] * len(successes),
         tasks=[None] * len(successes),
         seeds=[0] * len(successes),
         rollout_steps=rollout_steps,
@@ -68,6 +74,7 @@ def fake_env(successes: list[set[int]], rollout_steps: int, rollouts: int) -> Me
         observation_space=space,
         action_space=gym.spaces.Box(-1.0, 1.0, (4,), np.float32),
         device=torch.device("cpu"),
+        class_names=class_names,
     )
 
 
@@ -115,6 +122,40 @@ def test_success_rate_counts_rollouts_and_ignores_rollouts_not_started() -> None
     metrics = env.lifetime_metrics()
     assert metrics["success"].item() == 0.5
     assert metrics["success/rollout_0"].item() == 0.0 and metrics["success/rollout_1"].item() == 1
+
+
+def test_success_per_class_is_each_class_lifetimes_and_nan_elsewhere() -> None:
+    """Given class names (ML10), ``success/<class>`` is ``success`` on that class's lifetimes
+    and NaN on the others, so its NaN-ignoring mean is the class's success rate; a class with no
+    lifetime in the batch is all NaN. Without class names (ML1) no such metric appears."""
+    classes = ("reach-v3", "push-v3", "door-open-v3")
+    env = fake_env(
+        [{1}, set(), set()],
+        rollout_steps=2,
+        rollouts=2,
+        env_names=["reach-v3", "push-v3", "reach-v3"],
+        class_names=classes,
+    )
+    env.reset()
+    for t in range(env.lifetime_steps):
+        if t == 2:  # the third lifetime succeeds in its second rollout only
+            env.simulators[2].successes = {1}  # type: ignore[index]
+        env.step(torch.zeros(3, 4))
+    metrics = env.lifetime_metrics()
+    torch.testing.assert_close(metrics["success"], torch.tensor([1.0, 0.0, 0.5]))
+    nan = math.nan
+    torch.testing.assert_close(
+        metrics["success/reach-v3"], torch.tensor([1.0, nan, 0.5]), equal_nan=True
+    )
+    torch.testing.assert_close(
+        metrics["success/push-v3"], torch.tensor([nan, 0.0, nan]), equal_nan=True
+    )
+    assert metrics["success/door-open-v3"].isnan().all()
+    assert metrics["success/reach-v3"].nanmean().item() == 0.75
+    plain = fake_env([{1}], rollout_steps=2, rollouts=1)
+    plain.reset()
+    plain.step(torch.zeros(1, 4))
+    assert not [name for name in plain.lifetime_metrics() if "rollout" not in name and "/" in name]
 
 
 def test_missing_metaworld_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,11 +81,23 @@ def _train_tiny(recipe: str, tmp_path: Path, extra: list[str]) -> dict[str, Any]
 @pytest.mark.parametrize("recipe", ["ml1_reach_metods.yaml", "ml10_metods.yaml"])
 def test_each_sampler_trains_and_meta_tests(recipe: str, tmp_path: Path) -> None:
     """Two outer steps through the real trainer, then a meta-test on held-out tasks that
-    reports success per rollout."""
+    reports success per rollout, and for ML10 per task class: the held-out classes in the
+    evaluation (their counts add up to the lifetimes), the train classes in the training log."""
+    from metods_core.training_log import read_training_logs
+
     summary = _train_tiny(recipe, tmp_path / "run", ["agent.hidden=8"])
     assert summary["main_metric"] == "success"
     assert len(summary["success_by_rollout"]) == 2
     assert 0.0 <= summary["success"] <= 1.0 and math.isfinite(summary["mean_reward"])
+    per_class = {key for key in summary if key.endswith("-v3")}
+    logged = {c for c in read_training_logs(Path(summary["run_dir"])) if c.endswith("-v3")}
+    if recipe == "ml1_reach_metods.yaml":
+        assert not per_class and not logged  # one class: its success is ``success``
+        return
+    sampler = MetaWorldML10Tasks(MetaWorldML10Tasks.Config(**TINY))
+    assert per_class == {f"success/{name}" for name in sampler.test_class_names}
+    assert sum(summary[f"{key}_n"] for key in per_class) == 2
+    assert logged == {f"train/success/{name}" for name in sampler.train_class_names}
 
 
 @needs_metaworld

@@ -12,12 +12,14 @@ the lifetime a new one would.
 the agent keeps its synapses across the boundary. The last step of the lifetime is
 ``truncated``; Meta-World never terminates (success does not end a rollout). With a
 ``normalizer`` the agent sees normalised observations (``task.normalize_observations``; the
-statistics are updated by training lifetimes only, see ``mujoco_normalizer.py``).
+statistics are updated by training lifetimes only, see ``mujoco_normalizer.py``). Given
+``class_names`` (ML10's classes), it also reports success per task class
+(:func:`class_success_metric`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -27,6 +29,12 @@ import torch
 from metods_core import BatchedEnv
 from metods_plugins.tasks.lifetime_clock import LifetimeClock
 from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
+
+
+def class_success_metric(env_name: str) -> str:
+    """Return the name of the success metric of one task class: ``success/<env_name>``
+    (``success/pick-place-v3``), logged as ``train/success/<env_name>`` in training."""
+    return f"success/{env_name}"
 
 
 class MetaWorldSimulators:
@@ -73,8 +81,12 @@ class MetaWorldBatchedEnv(BatchedEnv):
         normalizer: RunningObservationNormalizer | None = None,
         update_normalizer: bool = False,
         columns: list[int] | None = None,
+        class_names: Sequence[str] = (),
     ) -> None:
         self.pool = pool
+        self.class_names = tuple(class_names)
+        """The task classes whose success ``lifetime_metrics`` reports one by one (none for
+        ML1: its one class's success is ``success``)."""
         self.columns = columns
         """The observation columns the agent sees (``None``: all); ``observation_space`` is
         already theirs."""
@@ -161,23 +173,33 @@ class MetaWorldBatchedEnv(BatchedEnv):
         ``success`` is the fraction of the lifetime's rollouts that succeeded;
         ``success/rollout_k`` (k = 0 .. rollouts - 1) and the curve ``success_by_rollout``
         ``(batch, rollouts)`` say it per rollout index (NaN for rollouts not started);
-        ``return_by_rollout`` ``(batch, rollouts)`` is each rollout's return.
+        ``return_by_rollout`` ``(batch, rollouts)`` is each rollout's return. For each name in
+        ``class_names``, ``success/<name>`` is ``success`` for that class's lifetimes and NaN for
+        the others, so its mean over a batch or a meta-test is that class's success rate.
         """
         shape = (self.num_envs, self.rollouts, self.rollout_steps)
         taken = np.nan_to_num(self.rewards, nan=0.0)
         started = np.arange(self.rollouts) * self.rollout_steps < self.clock.steps
         by_rollout: np.ndarray = np.asarray(self.successes.reshape(shape).any(axis=2), np.float32)
         by_rollout[:, ~started] = np.nan
+        success = (
+            np.nan_to_num(by_rollout[:, started]).mean(axis=1)
+            if started.any()
+            else np.zeros(self.num_envs, dtype=np.float32)
+        )
         metrics = {
             "episode_reward": self._to_tensor(taken.sum(axis=1)),
             "return_by_rollout": self._to_tensor(taken.reshape(shape).sum(axis=2)),
-            "success": self._to_tensor(np.nan_to_num(by_rollout[:, started]).mean(axis=1))
-            if started.any()
-            else torch.zeros(self.num_envs, device=self.device),
+            "success": self._to_tensor(success),
             "success_by_rollout": self._to_tensor(by_rollout),
         }
         for k in range(self.rollouts):
             metrics[f"success/rollout_{k}"] = self._to_tensor(by_rollout[:, k])
+        names = np.asarray(self.env_names)
+        for name in self.class_names:
+            metrics[class_success_metric(name)] = self._to_tensor(
+                np.where(names == name, success, np.nan)
+            )
         return metrics
 
     def close(self) -> None:

@@ -17,8 +17,8 @@ A lifetime is ``rollouts`` rollouts of ``rollout_steps`` steps of one task (the 
 500), with the synapses kept across rollouts and the boundary told to the agent
 (``info["episode_boundary"]``). Rewards are Meta-World's own, of ``reward_function_version`` (v2,
 in [0, 10] per step, by default). Metrics: ``success`` (the fraction of a lifetime's rollouts
-that reach Meta-World's success at any step), ``success/rollout_k`` per rollout index, and the
-return.
+that reach Meta-World's success at any step), ``success/rollout_k`` per rollout index, the
+return, and for ML10 ``success/<class>`` per task class of the split (``pick-place-v3``, ...).
 
 ``sample`` draws task indices into the split's task list, so a task batch is a few integers;
 the benchmark's task lists are built once per process (``benchmark_seed`` fixes Meta-World's
@@ -165,6 +165,12 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
             RunningObservationNormalizer(dims) if config.normalize_observations else None
         )
 
+    def reported_classes(self, split: Split) -> list[str]:
+        """Return the task classes of ``split`` whose success is reported one by one
+        (``success/<class>``): all of them when the split has several (ML10), none otherwise."""
+        names = self.train_class_names if split == "train" else self.test_class_names
+        return names if len(names) > 1 else []
+
     def task_names(self, tasks: MetaWorldTaskBatch) -> list[str]:
         """Return the Meta-World class of each task (``reach-v3``, ...)."""
         return [self.tasks[int(i)].env_name for i in tasks.task_id.tolist()]
@@ -200,6 +206,7 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
             normalizer=self.normalizer,
             update_normalizer=tasks.split == "train",
             columns=self.columns,
+            class_names=self.reported_classes(tasks.split),
         )
 
     def main_metric(self) -> str:
