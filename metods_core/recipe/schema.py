@@ -140,6 +140,13 @@ class EvaluationConfig(BaseModel):
     """Lifetimes run in parallel."""
     greedy: bool = False
     """Act with the most likely action instead of sampling."""
+    every_n_steps: int | None = Field(default=None, gt=0, le=MAX_STEPS)
+    """During training, meta-test the held-out tasks every this many outer steps and log the
+    means as ``test/<metric>`` beside the ``train/`` metrics (the test curve); None: only
+    ``metods evaluate`` after training. May change on resume."""
+    periodic_episodes: int | None = Field(default=None, gt=0, le=MAX_STEPS)
+    """Held-out lifetimes of each periodic meta-test (``every_n_steps``); None: ``episodes``.
+    Fewer keep it cheap: each costs ``periodic_episodes / batch_tasks`` lifetimes' time."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,6 +28,7 @@ from metods_core.training.checkpoints import (
 from metods_core.training.data import TaskDataModule
 from metods_core.training.loggers import create_loggers
 from metods_core.training.module import MetaLearningModule
+from metods_core.training.periodic_meta_test import PeriodicMetaTest
 from metods_core.training.progress import OuterStepProgressBar
 from metods_core.training.resume import (
     ApplyOptimizerSettings,
@@ -143,6 +144,8 @@ def create_trainer(recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] 
                 config.best_window if config.keep_best else None,
             ),
             OuterStepProgressBar(config.max_steps, refresh_rate=config.log_every_n_steps),
+            # after the checkpoints: an outer step is saved before its meta-test starts
+            *([PeriodicMetaTest(recipe)] if recipe.evaluation.every_n_steps else []),
             *callbacks,
         ],
         default_root_dir=run_dir,

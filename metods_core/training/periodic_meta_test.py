@@ -1,0 +1,95 @@
+"""Meta-test the held-out tasks during training (``evaluation.every_n_steps``): the test curve.
+
+Meta-RL papers plot meta-test performance against training steps (the MetODS paper's Meta-World
+figure has a dotted meta-test line beside its training curves). ``PeriodicMetaTest`` runs the
+same meta-test as ``metods evaluate`` every ``evaluation.every_n_steps`` outer steps and logs the
+mean of every per-task metric as ``test/<key>`` (``test/success``, ``test/mean_reward``) to the
+run's loggers, at the same ``step`` as that outer step's ``train/`` metrics; ``metods curve RUN
+--column test/success`` reads it back.
+
+It changes nothing of the training: the held-out lifetimes run on a sampler of their own, built
+once from the recipe and given the training sampler's state (the observation statistics) before
+each meta-test, then frozen as ``metods evaluate`` freezes them, and they draw from generators
+seeded from the recipe's seed, never from the global random state (tested: the meta-parameters
+after training are the same to the bit with and without it). So the value logged at outer step
+N is the one ``metods evaluate --episodes E`` gives on the checkpoint of step N, with ``E`` =
+``evaluation.periodic_episodes``. Only rank 0 meta-tests; the other processes of a multi-device
+run wait for it at their next collective operation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from metods_core.components import create_task_sampler
+from metods_core.interfaces import TaskSampler
+from metods_core.recipe import Recipe
+from metods_core.run_folder import metric_key
+from metods_core.training.callbacks import restore_state
+from metods_core.training.module import MetaLearningModule
+
+TEST_PREFIX = "test/"
+"""The prefix of the logged columns of the periodic meta-test."""
+
+
+class PeriodicMetaTest(Callback):
+    """Every ``evaluation.every_n_steps`` outer steps, meta-test and log ``test/<key>``.
+
+    Args:
+        recipe: the run's recipe; its ``evaluation`` section says how often, how many
+            lifetimes (``periodic_episodes``, default ``episodes``), in batches of how many
+            (``batch_tasks``), greedy or sampled.
+    """
+
+    def __init__(self, recipe: Recipe) -> None:
+        every = recipe.evaluation.every_n_steps
+        if every is None:
+            raise ValueError("PeriodicMetaTest needs evaluation.every_n_steps")
+        self.recipe = recipe
+        self.every = every
+        self.episodes = recipe.evaluation.periodic_episodes or recipe.evaluation.episodes
+        self._sampler: TaskSampler | None = None
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        """At every ``every``-th outer step, meta-test on rank 0 and log the means."""
+        assert isinstance(pl_module, MetaLearningModule)
+        step = pl_module.outer_step
+        if step % self.every != 0 or not trainer.is_global_zero:
+            return
+        metrics = self.meta_test(pl_module)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step - 1)  # the CSV's step counts from 0
+
+    def meta_test(self, pl_module: MetaLearningModule) -> dict[str, float]:
+        """Run the held-out lifetimes with the module's agent; return ``test/<key>`` means
+        (metrics undefined on every lifetime, such as a class no lifetime drew, are left out)."""
+        from metods_core.evaluation import meta_test, summarise  # evaluation imports training
+
+        if self._sampler is None:
+            self._sampler = create_task_sampler(self.recipe)
+        save_state = getattr(pl_module.sampler, "state_dict", None)  # optional (TaskState)
+        if callable(save_state):
+            restore_state(self._sampler, {"sampler": save_state()})
+        evaluation = self.recipe.evaluation
+        per_task = meta_test(
+            pl_module.agent,
+            self._sampler,
+            self.episodes,
+            evaluation.batch_tasks,
+            evaluation.greedy,
+            self.recipe.seed,
+        )
+        scalars = {name: values for name, values in per_task.items() if values.dim() == 1}
+        summary = summarise(scalars)
+        means = (float(summary[metric_key(name)]) for name in scalars)
+        return {
+            f"{TEST_PREFIX}{metric_key(name)}": mean
+            for name, mean in zip(scalars, means, strict=True)
+            if math.isfinite(mean)
+        }
