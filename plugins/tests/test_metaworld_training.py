@@ -119,9 +119,23 @@ def test_throughput_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["batched_env_steps_per_s"] > 0 and result["collect_steps_per_s"] > 0
 
 
+@pytest.fixture(scope="module")
+def tiny_reach_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two tiny ML1 reach runs of 40-step rollouts, one per ``task.observation``."""
+    runs = {}
+    for observation in ("full", "robot"):
+        run = tmp_path_factory.mktemp("reach") / observation
+        extra = ["agent.hidden=8", f"task.observation={observation}", "task.rollout_steps=40"]
+        _train_tiny("ml1_reach_metods.yaml", run, extra)
+        runs[observation] = run
+    return runs
+
+
 @needs_metaworld
 @pytest.mark.slow
-def test_goal_probe_sees_the_puck_only_with_full_observations(tmp_path: Path) -> None:
+def test_goal_probe_sees_the_puck_only_with_full_observations(
+    tiny_reach_runs: dict[str, Path],
+) -> None:
     """benchmarks/metaworld_goal_probe.py swaps the pucks of train goals: the hand's path moves
     for a policy that sees the objects (``task.observation=full``) and not at all (up to float
     rounding) for one that sees only the robot (``observation=robot``, which also trains end
@@ -134,10 +148,7 @@ def test_goal_probe_sees_the_puck_only_with_full_observations(tmp_path: Path) ->
     module = util.module_from_spec(spec)
     spec.loader.exec_module(module)
     shifts = {}
-    for observation in ("full", "robot"):
-        run = tmp_path / observation
-        extra = ["agent.hidden=8", f"task.observation={observation}", "task.rollout_steps=40"]
-        _train_tiny("ml1_reach_metods.yaml", run, extra)
+    for observation, run in tiny_reach_runs.items():
         result = module.probe(run, 4)
         for condition in ("own puck", "another goal's puck"):
             assert set(result[condition]) == {"true goal k", "goal j", "other train goals"}
@@ -146,3 +157,28 @@ def test_goal_probe_sees_the_puck_only_with_full_observations(tmp_path: Path) ->
     # Metres: the robot-only policy's path differs by float rounding in the physics at most.
     assert shifts["full"] > 1e-4, shifts
     assert shifts["robot"] < 1e-9, shifts
+
+
+@needs_metaworld
+@pytest.mark.slow
+def test_goal_map_agrees_with_metaworlds_success(tiny_reach_runs: dict[str, Path]) -> None:
+    """benchmarks/metaworld_goal_map.py records one lifetime per held-out goal (the first 8):
+    a goal counts a successful rollout exactly when the hand came within Meta-World's 5 cm of
+    it, and the closest approach is never farther than the start; the summary's bins count
+    every goal."""
+    import importlib.util as util
+
+    path = ROOT / "benchmarks" / "metaworld_goal_map.py"
+    spec = util.spec_from_file_location("metaworld_goal_map", path)
+    assert spec is not None and spec.loader is not None
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    records = module.goal_map(tiny_reach_runs["robot"], "test", rollouts=2, goals=8)
+    assert len(records) == 8
+    for record in records:
+        assert (record["success"] > 0) == (record["closest"] <= module.SUCCESS_RADIUS)
+        assert record["closest"] <= record["start_distance"] + 1e-9
+    summary = module.summarise(records)
+    assert sum(row["goals"] for row in summary["by_start_distance"]) == 8
+    missed = sum(record["success"] == 0 for record in records)
+    assert sum(row["goals"] for row in summary["missed_by_closest_approach"]) == missed
