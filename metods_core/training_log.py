@@ -54,19 +54,21 @@ def log_columns(run_dir: Path) -> list[str]:
     return sorted(read_training_logs(run_dir))
 
 
-def resolve_column(run_dir: Path, name: str, available: Sequence[str]) -> str:
+def resolve_column(runs: Sequence[Path], name: str, available: Sequence[str]) -> str:
     """Return the logged column ``name`` refers to: itself, or ``train/<name>``.
 
     Raises:
-        MetodsError: neither is logged; the message lists the columns that are.
+        MetodsError: neither is in ``available`` (the columns ``runs`` log); the message lists
+            them.
     """
     for candidate in (name, f"{TRAIN_PREFIX}{name}"):
         if candidate in available:
             return candidate
     shown = ", ".join(c.removeprefix(TRAIN_PREFIX) for c in available) or "none"
+    where = str(runs[0]) if len(runs) == 1 else "none of " + ", ".join(str(r) for r in runs)
     raise MetodsError(
-        f"{run_dir} logs no column {name!r}; its columns (the train/ prefix may be left out): "
-        f"{shown}"
+        f"{where} logs no column {name!r}; the logged columns (the train/ prefix may be left "
+        f"out): {shown}"
     )
 
 
@@ -78,7 +80,8 @@ def window_table(
     Window ``k`` holds the logged steps ``k * window`` to ``(k + 1) * window - 1`` and is named
     by the outer steps it spans, counted from 1 (``"1-20"``, ``"21-40"``, ...); the last window
     ends at the last step any run logged. A value is ``stat`` over the window's logged values
-    that are not NaN, or ``None`` where there are none (``n`` counts them). Headers are the
+    that are not NaN, or ``None`` where there are none (``n`` counts them); a run that does not
+    log a column another run logs has no value in it. Headers are the
     columns' names, after the run folder's name when there are several runs (its whole path
     where two names are the same).
 
@@ -87,26 +90,31 @@ def window_table(
         "1-20", "values": [float or None per header], "n": [int per header]}]}``.
 
     Raises:
-        MetodsError: ``window`` below 1, a folder with no training log, or an unknown column.
+        MetodsError: ``window`` below 1, a folder with no training log, or a column no run
+            logs.
     """
     if window < 1:
         raise MetodsError(f"curve: --window must be at least 1, got {window}")
-    series: list[tuple[str, list[tuple[int, float]]]] = []
-    names = [run_dir.name for run_dir in runs]
+    logs_of = {}
     for run_dir in runs:
-        run_label = run_dir.name if names.count(run_dir.name) == 1 else str(run_dir)
-        logs = read_training_logs(run_dir)
-        available = sorted(logs)
-        if not available:
+        logs_of[run_dir] = read_training_logs(run_dir)
+        if not logs_of[run_dir]:
             raise MetodsError(
                 f"{run_dir} has no training log (logs/version_*/metrics.csv): is it a run "
                 "folder, and has it finished an outer step?"
             )
-        for name in columns:
-            column = resolve_column(run_dir, name, available)
+    # A column is resolved against every run's: one run may not log it (yet), but a name that
+    # no run logs is refused.
+    union = sorted({column for logs in logs_of.values() for column in logs})
+    resolved = [resolve_column(runs, name, union) for name in columns]
+    series: list[tuple[str, list[tuple[int, float]]]] = []
+    names = [run_dir.name for run_dir in runs]
+    for run_dir in runs:
+        run_label = run_dir.name if names.count(run_dir.name) == 1 else str(run_dir)
+        for column in resolved:
             label = column.removeprefix(TRAIN_PREFIX)
             label = f"{run_label} {label}" if len(runs) > 1 else label
-            series.append((label, logs[column]))
+            series.append((label, logs_of[run_dir].get(column, [])))
     last = max((points[-1][0] for _, points in series if points), default=-1)
     rows = []
     for start in range(0, last + 1, window):

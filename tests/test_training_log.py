@@ -87,6 +87,25 @@ def test_runs_of_the_same_name_are_told_apart(resumed_run: Path, tmp_path: Path)
     assert headers == [f"{resumed_run} episode_reward", f"{twin} episode_reward"]
 
 
+def test_a_column_one_run_does_not_log_is_empty_there(resumed_run: Path, tmp_path: Path) -> None:
+    """Runs compared side by side need not log the same columns (a test curve turned on in one
+    of them): the run without it gets empty cells; a name no run logs is still refused."""
+    other = tmp_path / "other"
+    _write_log(
+        other, 0, [{"step": s, "train/episode_reward": 1.0, "test/success": 0.5} for s in range(2)]
+    )
+    table = window_table([resumed_run, other], ["episode_reward", "test/success"], window=4)
+    assert table["headers"] == [
+        "resumed episode_reward", "resumed test/success",
+        "other episode_reward", "other test/success",
+    ]  # fmt: skip
+    first = table["rows"][0]
+    assert first["values"][1] is None and first["n"][1] == 0
+    assert first["values"][3] == 0.5 and first["n"][3] == 2
+    with pytest.raises(MetodsError, match=r"none of .*resumed, .*other logs no column 'test/suc"):
+        window_table([resumed_run, other], ["test/sucess"], window=4)
+
+
 def test_bad_input_says_what_is_wrong(resumed_run: Path, tmp_path: Path) -> None:
     """An unknown column lists the logged ones; a folder without logs and a window of 0 fail."""
     with pytest.raises(MetodsError, match=r"no column 'sucess'.*episode_reward, success"):
