@@ -72,13 +72,21 @@ def goal_map(
         return out
 
     env.step = recording  # type: ignore[method-assign]
+    at_reset: list[np.ndarray] = []  # the hands and goals after run_lifetimes' reset
+    reset = env.reset
+
+    def recording_reset() -> Any:
+        out = reset()
+        at_reset.append(np.stack([simulator.tcp_center.copy() for simulator in env.simulators]))
+        at_reset.append(np.stack([simulator._target_pos.copy() for simulator in env.simulators]))
+        return out
+
+    env.reset = recording_reset  # type: ignore[method-assign]
     generator = torch.Generator().manual_seed(derive_seed(recipe.seed, "actions", tasks.seed))
     with torch.no_grad():
-        env.reset()
-        start = np.stack([simulator.tcp_center.copy() for simulator in env.simulators])
-        goal = np.stack([simulator._target_pos.copy() for simulator in env.simulators])
         lifetimes = run_lifetimes(agent, env, generator)
     env.close()
+    start, goal = at_reset
     path_of_hand = np.stack(hands)  # (steps, goals, 3)
     closest = np.linalg.norm(path_of_hand - goal[None], axis=2).min(axis=0)
     success = lifetimes.metrics["success"].numpy()
