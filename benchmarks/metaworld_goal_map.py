@@ -72,13 +72,13 @@ def goal_map(
         return out
 
     env.step = recording  # type: ignore[method-assign]
-    at_reset: list[np.ndarray] = []  # the hands and goals after run_lifetimes' reset
+    at_reset: dict[str, np.ndarray] = {}  # the hands and goals after run_lifetimes' reset
     reset = env.reset
 
     def recording_reset() -> Any:
         out = reset()
-        at_reset.append(np.stack([simulator.tcp_center.copy() for simulator in env.simulators]))
-        at_reset.append(np.stack([simulator._target_pos.copy() for simulator in env.simulators]))
+        at_reset["start"] = np.stack([simulator.tcp_center.copy() for simulator in env.simulators])
+        at_reset["goal"] = np.stack([simulator._target_pos.copy() for simulator in env.simulators])
         return out
 
     env.reset = recording_reset  # type: ignore[method-assign]
@@ -86,7 +86,7 @@ def goal_map(
     with torch.no_grad():
         lifetimes = run_lifetimes(agent, env, generator)
     env.close()
-    start, goal = at_reset
+    start, goal = at_reset["start"], at_reset["goal"]
     path_of_hand = np.stack(hands)  # (steps, goals, 3)
     closest = np.linalg.norm(path_of_hand - goal[None], axis=2).min(axis=0)
     success = lifetimes.metrics["success"].numpy()
