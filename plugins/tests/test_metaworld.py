@@ -207,6 +207,29 @@ def test_reaching_the_hidden_goal_succeeds_in_every_rollout() -> None:
 
 
 @needs_metaworld
+def test_v1_reward_is_scaled_and_pays_for_the_last_centimetres() -> None:
+    """``reward_scale`` multiplies Meta-World's reward and leaves success alone; reach's v1
+    reward, scaled by 0.004, rises steeply over the last centimetres (unlike v2, flat near
+    its maximum there)."""
+    lifetimes = {}
+    for scale in (1.0, 0.004):
+        config = MetaWorldML1Tasks.Config(
+            rollout_steps=80, rollouts=1, reward_function_version="v1", reward_scale=scale
+        )
+        sampler = MetaWorldML1Tasks(config)
+        env = sampler.make_env(sampler.sample(2, "test", torch.Generator().manual_seed(0)))
+        _reach_lifetime(env, steer=True)
+        lifetimes[scale] = (env.rewards.copy(), env.successes.copy())
+        env.close()
+    (raw, raw_success), (scaled, scaled_success) = lifetimes[1.0], lifetimes[0.004]
+    np.testing.assert_allclose(scaled, raw * 0.004, rtol=1e-5)
+    assert np.array_equal(raw_success, scaled_success) and scaled_success[:, -1].all()
+    assert (scaled[:, 0] < 1.0).all() and (scaled[:, -1] > 8.0).all()
+    at_success = scaled[scaled_success]
+    assert at_success.min() > 4.0
+
+
+@needs_metaworld
 def test_robot_observation_is_the_hand_and_gripper_now_and_before() -> None:
     """``observation: robot`` gives the agent 8 numbers: the hand's position (the simulator's
     ``tcp_center`` up to Meta-World's hand offset) and the gripper's opening, then the same one

@@ -82,8 +82,11 @@ class MetaWorldBatchedEnv(BatchedEnv):
         update_normalizer: bool = False,
         columns: list[int] | None = None,
         class_names: Sequence[str] = (),
+        reward_scale: float = 1.0,
     ) -> None:
         self.pool = pool
+        self.reward_scale = reward_scale
+        """Factor on the simulators' rewards (the task's ``reward_scale``)."""
         self.class_names = tuple(class_names)
         """The task classes whose success ``lifetime_metrics`` reports one by one (none for
         ML1: its one class's success is ``success``)."""
@@ -156,7 +159,7 @@ class MetaWorldBatchedEnv(BatchedEnv):
         for i, simulator in enumerate(self._lent()):
             observation, reward, _, _, info = simulator.step(actions[i])
             rows.append(observation)
-            self.rewards[i, t] = reward
+            self.rewards[i, t] = reward * self.reward_scale
             self.successes[i, t] = bool(info["success"])
         reward_now = self._to_tensor(self.rewards[:, t])
         boundary = self.clock.advance()
