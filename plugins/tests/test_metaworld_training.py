@@ -80,9 +80,9 @@ def _train_tiny(recipe: str, tmp_path: Path, extra: list[str]) -> dict[str, Any]
     )
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     written = (run_dir / "recipe.yaml").read_text()  # the reward is stated in the run
-    version = SHIPPED_REWARD[recipe]
-    assert f"reward_function_version: {version[0]}" in written
-    assert f"reward_scale: {version[1]}" in written
+    version, scale = SHIPPED_REWARD[recipe]
+    assert f"reward_function_version: {version}" in written
+    assert f"reward_scale: {scale}" in written
     return evaluate_run(run_dir, episodes=2, overrides=["evaluation.batch_tasks=2"])
 
 

@@ -119,8 +119,8 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
         reward_function_version: Literal["v1", "v2"] = "v2"
         """Meta-World 3's reward function version. v2, its default, is in [0, 10] per step and
         nearly flat near the goal (reach: 98.6 % of its maximum 6 cm away); v1, the benchmark's
-        first reward, pays sharply for the last centimetres (reach: up to about 2,300 per step;
-        scale it with ``reward_scale``)."""
+        first reward, pays sharply for the last centimetres (reach: about 2,250 per step at a goal
+        25 cm from the start; scale it with ``reward_scale``)."""
         reward_scale: float = Field(1.0, gt=0)
         """Factor on Meta-World's reward before the agent (its previous-reward input) and the
         meta-optimizer see it; the logged return is in these units too. Success does not depend
