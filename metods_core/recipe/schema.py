@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, InstanceOf, create_model
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf, create_model, field_validator
 
 from metods_core.agent import AgentConfig
 from metods_core.errors import MetodsError
@@ -91,11 +91,28 @@ class TrainerConfig(BaseModel):
     """torch.compile the agent's whole step (encoder, rule, read-out): faster runs, slower start."""
     keep_best: bool = False
     """Also keep the best checkpoint beside the last: the one at the end of the window of
-    ``best_window`` outer steps whose mean training return was the highest so far (evaluate it
+    ``best_window`` outer steps whose mean ``best_metric`` was the highest so far (evaluate it
     with ``metods evaluate RUN --checkpoint best``). The best score survives a resume."""
     best_window: int = Field(default=100, gt=0, le=MAX_STEPS)
-    """Outer steps per window over which ``keep_best`` averages the training return (a smoothed
+    """Outer steps per window over which ``keep_best`` averages ``best_metric`` (a smoothed
     score, not one noisy step)."""
+    best_metric: str | None = None
+    """The training metric ``keep_best`` maximises, as logged under ``train/`` but named without
+    the prefix (``episode_reward``, ``success``); None: the task's main metric, the one
+    ``metods evaluate`` ranks by (the return; success on Meta-World). Only training metrics:
+    choosing a checkpoint by its held-out score would leak the test set into the result."""
+
+    @field_validator("best_metric")
+    @classmethod
+    def _training_metric_name(cls, name: str | None) -> str | None:
+        if name is not None and (name == "" or name.split("/")[0] in ("train", "test")):
+            raise ValueError(
+                "not a training metric's name: give it without the 'train/' prefix "
+                "(episode_reward, success); held-out 'test/' metrics cannot choose the best "
+                "checkpoint"
+            )
+        return name
+
     lr_schedule: Literal["constant", "linear"] = "constant"
     """The meta-optimizer's learning rate over the budget: constant, or linear from the recipe's
     rate at outer step 0 to ``final_lr_fraction`` of it at ``max_steps`` (every parameter group

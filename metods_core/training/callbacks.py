@@ -1,4 +1,4 @@
-"""Keep the checkpoint of the best training return (``trainer.keep_best``) beside the last one."""
+"""Keep the checkpoint of the best training score (``trainer.keep_best``) beside the last one."""
 
 from __future__ import annotations
 
@@ -11,50 +11,73 @@ from lightning.pytorch.callbacks import Callback
 
 from metods_core.errors import MetodsError
 from metods_core.run_folder import RunFolder
-
-BEST_METRIC = "train/episode_reward"
-"""The logged training return that ``BestCheckpoint`` smooths and compares."""
+from metods_core.training_log import TRAIN_PREFIX
 
 
 class BestCheckpoint(Callback):
-    """Save ``best.ckpt`` whenever the training return, averaged over a window, is the best yet.
+    """Save ``best.ckpt`` whenever a training metric, averaged over a window, is the best yet.
 
-    The outer steps are cut into consecutive windows of ``window`` steps (steps 1..w, w+1..2w,
-    ...); at the end of each window, the mean of the logged training return over it (averaged
-    over the processes of a multi-device run, so that every rank takes the same decision) is
-    compared with the best window mean so far, and if higher, the checkpoint of that moment is
-    written as :attr:`RunFolder.best_checkpoint` (atomically, by the Trainer's checkpoint I/O).
-    The best score and the partial window are this callback's state, saved in every checkpoint
-    (Lightning's callback state), so a resumed run keeps them. It must run before
+    The metric is ``trainer.best_metric`` (``train/<name>`` in the logs), or the task sampler's
+    ``main_metric()`` when that is None: the training return on most tasks, the success rate
+    on Meta-World. The outer steps are cut into consecutive windows of ``window`` steps (steps
+    1..w, w+1..2w, ...); at the end of each window, the mean of the logged metric over it
+    (averaged over the processes of a multi-device run, so that every rank takes the same
+    decision) is compared with the best window mean so far, and if higher, the checkpoint of
+    that moment is written as :attr:`RunFolder.best_checkpoint` (atomically, by the Trainer's
+    checkpoint I/O). The metric's name, the best score and the partial window are this
+    callback's state, saved in every checkpoint (Lightning's callback state), so a resumed run
+    keeps them; a resume that changes the metric starts a new comparison. It must run before
     ``OuterStepCheckpoints`` in the Trainer's callbacks, so that a checkpoint saved at the end
     of a window carries the updated state.
 
     Args:
         run: the run folder.
         window: outer steps per window (at least 1).
+        metric: the training metric's name without ``train/``; None: the task's main metric.
     """
 
-    def __init__(self, run: RunFolder, window: int) -> None:
+    def __init__(self, run: RunFolder, window: int, metric: str | None = None) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         self.run = run
         self.window = window
+        self.metric = metric
+        """The metric compared (without ``train/``); resolved from the task at setup if None."""
         self.best = -math.inf
         """The best window mean so far (-inf before the first window ends)."""
         self.best_step = -1
         """The outer step at which ``best.ckpt`` was saved (-1: none yet)."""
         self._sum: torch.Tensor | None = None
         self._count = 0
+        self._restored: dict[str, Any] | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Name the metric: the recipe's, or the task sampler's main metric."""
+        if self.metric is None:
+            sampler = getattr(pl_module, "sampler", None)
+            self.metric = str(sampler.main_metric()) if sampler is not None else "episode_reward"
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Apply a state restored before the metric was named."""
+        if self._restored is not None:
+            self.load_state_dict(self._restored)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
     ) -> None:
-        """Add this outer step's return to the window; at its end, save if it is the best."""
-        value = trainer.callback_metrics.get(BEST_METRIC)
+        """Add this outer step's metric to the window; at its end, save if it is the best."""
+        key = f"{TRAIN_PREFIX}{self.metric}"
+        value = trainer.callback_metrics.get(key)
         if value is None:
+            logged = sorted(
+                name.removeprefix(TRAIN_PREFIX)
+                for name in trainer.callback_metrics
+                if name.startswith(TRAIN_PREFIX)
+            )
             raise MetodsError(
-                f"trainer.keep_best needs the training return '{BEST_METRIC}', which this "
-                "meta-optimizer does not log; set trainer.keep_best=false"
+                f"trainer.keep_best compares the training metric '{key}', which this run does "
+                f"not log; set trainer.best_metric to one it logs ({', '.join(logged)}) or "
+                "trainer.keep_best=false"
             )
         value = value.detach().to(torch.float64)
         self._sum = value if self._sum is None else self._sum + value.to(self._sum.device)
@@ -70,9 +93,10 @@ class BestCheckpoint(Callback):
             trainer.save_checkpoint(self.run.best_checkpoint, weights_only=False)
 
     def state_dict(self) -> dict[str, Any]:
-        """The best score, its step and the partial window (plain numbers, safe to load)."""
+        """The metric, the best score, its step and the partial window (plain data)."""
         partial = 0.0 if self._sum is None else float(self._sum)
         return {
+            "metric": self.metric,
             "window": self.window,
             "best": self.best,
             "best_step": self.best_step,
@@ -81,7 +105,15 @@ class BestCheckpoint(Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the best score; the partial window too, if the window length is unchanged."""
+        """Restore the best score if it was of the same metric (a checkpoint without the
+        metric's name predates the choice and compared the return); the partial window too, if
+        the window length is unchanged."""
+        if self.metric is None:  # restored before setup: wait for the metric's name
+            self._restored = dict(state_dict)
+            return
+        self._restored = None
+        if state_dict.get("metric", "episode_reward") != self.metric:
+            return
         self.best = float(state_dict["best"])
         self.best_step = int(state_dict["best_step"])
         if int(state_dict.get("window", -1)) == self.window and int(state_dict["count"]) > 0:

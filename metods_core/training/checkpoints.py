@@ -35,14 +35,20 @@ PERIODIC_KEPT = 2
 
 
 def create_checkpoint_callbacks(
-    run_dir: Path, every_n_steps: int, best_window: int | None = None
+    run_dir: Path,
+    every_n_steps: int,
+    best_window: int | None = None,
+    best_metric: str | None = None,
 ) -> list[Callback]:
     """Save ``step=NNNNNN.ckpt`` and ``last.ckpt`` every ``every_n_steps`` outer steps, and with
-    ``best_window``, ``best.ckpt`` at the best window mean of the training return (before
-    the others: its state must be up to date when they save); the task sampler's state is
-    saved in all of them (``TaskState``)."""
+    ``best_window``, ``best.ckpt`` at the best window mean of the training metric
+    ``best_metric`` (None: the task's main metric; see ``BestCheckpoint``), before the others:
+    its state must be up to date when they save. The task sampler's state is saved in all of
+    them (``TaskState``)."""
     run = RunFolder(run_dir)
-    best: list[Callback] = [] if best_window is None else [BestCheckpoint(run, best_window)]
+    best: list[Callback] = (
+        [] if best_window is None else [BestCheckpoint(run, best_window, best_metric)]
+    )
     return [TaskState(), *best, OuterStepCheckpoints(run, every_n_steps)]
 
 

@@ -15,6 +15,7 @@ from metods_core.training.checkpoints import OUTER_STEP_KEY, checkpoint_outer_st
 from metods_core.training.lr_schedule import apply_learning_rates, learning_rate_factor
 from metods_core.training.regroup import regroup_optimizer_state
 from metods_core.training.seeding import derive_seed
+from metods_core.training_log import TRAIN_PREFIX
 
 if TYPE_CHECKING:
     from metods_core.recipe import Recipe
@@ -127,7 +128,7 @@ class MetaLearningModule(L.LightningModule):
         metrics["lr"] = torch.tensor(self._base_rates[0] * factor, device=self.device)  # group 0
         self.outer_step += 1
         self.log_dict(
-            {f"train/{name}": value for name, value in metrics.items()},
+            {f"{TRAIN_PREFIX}{name}": value for name, value in metrics.items()},
             batch_size=tasks.size,
             sync_dist=False,
         )

@@ -142,6 +142,7 @@ def create_trainer(recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] 
                 run_dir,
                 config.checkpoint_every_n_steps,
                 config.best_window if config.keep_best else None,
+                config.best_metric,
             ),
             OuterStepProgressBar(config.max_steps, refresh_rate=config.log_every_n_steps),
             # after the checkpoints: an outer step is saved before its meta-test starts

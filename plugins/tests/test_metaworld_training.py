@@ -64,6 +64,7 @@ def _train_tiny(recipe: str, tmp_path: Path, extra: list[str]) -> dict[str, Any]
     from metods_core.evaluation import evaluate_run
     from metods_core.recipe import load_recipe
     from metods_core.training import train_recipe
+    from metods_core.training.checkpoints import read_checkpoint
 
     overrides = [
         "task.rollout_steps=6",
@@ -73,6 +74,8 @@ def _train_tiny(recipe: str, tmp_path: Path, extra: list[str]) -> dict[str, Any]
         "trainer.accelerator=cpu",
         "logger.wandb.mode=disabled",
         "trainer.compile=false",
+        "trainer.keep_best=true",
+        "trainer.best_window=1",
         *extra,
     ]
     run_dir = train_recipe(
@@ -83,6 +86,9 @@ def _train_tiny(recipe: str, tmp_path: Path, extra: list[str]) -> dict[str, Any]
     version, scale = SHIPPED_REWARD[recipe]
     assert f"reward_function_version: {version}" in written
     assert f"reward_scale: {scale}" in written
+    # best.ckpt ranks by the task's main metric, the training success rate, not the return
+    best = read_checkpoint(run_dir / "checkpoints" / "best.ckpt")["callbacks"]["BestCheckpoint"]
+    assert best["metric"] == "success" and 0.0 <= best["best"] <= 1.0
     return evaluate_run(run_dir, episodes=2, overrides=["evaluation.batch_tasks=2"])
 
 

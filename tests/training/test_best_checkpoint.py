@@ -1,5 +1,6 @@
-"""trainer.keep_best: best.ckpt holds the best window mean of the training return, survives a
-resume, and `metods evaluate RUN --checkpoint best` evaluates it."""
+"""trainer.keep_best: best.ckpt holds the best window mean of a training metric (the task's main
+metric, or trainer.best_metric), survives a resume, and `metods evaluate RUN --checkpoint best`
+evaluates it."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import pytest
 import torch
 
 from metods_core.cli import main
-from metods_core.recipe import load_recipe
+from metods_core.recipe import RecipeError, load_recipe
 from metods_core.run_folder import RunFolder
 from metods_core.training import resume_run, train_recipe
-from metods_core.training.callbacks import BEST_METRIC, BestCheckpoint
+from metods_core.training.callbacks import BestCheckpoint
 from metods_core.training.checkpoints import checkpoint_outer_step, read_checkpoint
 
 HARLOW = Path(__file__).resolve().parents[2] / "recipes" / "harlow" / "metods.yaml"
@@ -33,12 +34,13 @@ TINY = [
 STATE_KEY = BestCheckpoint.__qualname__
 
 
-def logged_returns(run: Path) -> list[float]:
-    """The training return of every outer step, from the run's CSV logs, in order."""
+def logged_returns(run: Path, column: str = "train/episode_reward") -> list[float]:
+    """A training metric of every outer step (Harlow's main metric, the return, by default),
+    from the run's CSV logs, in order."""
     values = []
     for path in RunFolder(run).metrics_csvs():
         with path.open() as file:
-            values += [float(r[BEST_METRIC]) for r in csv.DictReader(file) if r[BEST_METRIC]]
+            values += [float(r[column]) for r in csv.DictReader(file) if r[column]]
     return values
 
 
@@ -65,6 +67,51 @@ def test_best_checkpoint_is_the_best_window_mean(trained: Path) -> None:
     state = best_state(RunFolder(trained).last_checkpoint)
     assert state["best"] == pytest.approx(means[winner], rel=1e-5)
     assert state["best_step"] == 2 * (winner + 1)
+
+
+def test_best_metric_chooses_what_best_ckpt_maximises(tmp_path: Path) -> None:
+    """With trainer.best_metric=entropy, best.ckpt is at the window of the highest mean
+    entropy, and the checkpoints name the metric they compared."""
+    run = tmp_path / "run"
+    overrides = [*TINY, "trainer.max_steps=6", "trainer.best_metric=entropy"]
+    train_recipe(load_recipe(HARLOW, overrides), run)
+    entropies = logged_returns(run, "train/entropy")
+    means = [sum(entropies[i : i + 2]) / 2 for i in (0, 2, 4)]
+    winner = max(range(3), key=lambda i: (means[i], -i))
+    state = best_state(RunFolder(run).best_checkpoint)
+    assert state["metric"] == "entropy"
+    assert state["best_step"] == 2 * (winner + 1)
+    assert state["best"] == pytest.approx(means[winner], rel=1e-5)
+
+
+def test_a_resume_that_changes_the_metric_starts_a_new_comparison(
+    trained: Path, tmp_path: Path
+) -> None:
+    """The return's best score is not compared with entropies: after a resume with
+    best_metric=entropy, the next window's entropy is the best, whatever the return was."""
+    run = Path(shutil.copytree(trained, tmp_path / "run"))
+    resume_run(run, ["trainer.max_steps=8", "trainer.best_metric=entropy"])
+    entropies = logged_returns(run, "train/entropy")
+    state = best_state(RunFolder(run).best_checkpoint)
+    assert (state["metric"], state["best_step"]) == ("entropy", 8)
+    assert state["best"] == pytest.approx(sum(entropies[6:8]) / 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["train/success", "test/success"])
+def test_best_metric_is_a_training_metric_s_bare_name(name: str) -> None:
+    """A prefixed name or a held-out metric is a recipe error naming the field."""
+    with pytest.raises(RecipeError, match="best_metric"):
+        load_recipe(HARLOW, [f"trainer.best_metric={name}"])
+
+
+def test_a_metric_the_run_does_not_log_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """keep_best on a metric nobody logs: exit 2, and the message lists the logged ones."""
+    overrides = [*TINY, "trainer.max_steps=2", "trainer.best_metric=sucess"]
+    assert main(["train", str(HARLOW), *overrides, "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "train/sucess" in err and "episode_reward" in err and "Traceback" not in err
 
 
 def test_best_score_survives_a_resume(trained: Path, tmp_path: Path) -> None:
