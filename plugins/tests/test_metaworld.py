@@ -332,3 +332,18 @@ def test_normalizer_state_round_trips_and_is_off_by_default() -> None:
     restored.load_state_dict(sampler.state_dict())
     assert restored.normalizer is not None and restored.normalizer.count == 4
     np.testing.assert_array_equal(restored.normalizer.mean, sampler.normalizer.mean)
+
+
+@needs_metaworld
+def test_statistics_steps_stop_the_statistics() -> None:
+    """``statistics_steps``: training lifetimes stop updating the statistics once they hold
+    that many observations (the reset's 2 here; the step's 2 are not merged)."""
+    config = MetaWorldML1Tasks.Config(normalize_observations=True, statistics_steps=2, **TINY)
+    sampler = MetaWorldML1Tasks(config)
+    env = sampler.make_env(sampler.sample(2, "train", torch.Generator().manual_seed(0)))
+    env.reset()
+    assert sampler.normalizer is not None and sampler.normalizer.count == 2
+    state = sampler.state_dict()
+    env.step(torch.zeros(2, 4))
+    env.close()
+    assert sampler.state_dict() == state

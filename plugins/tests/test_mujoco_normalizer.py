@@ -112,3 +112,33 @@ def test_statistics_are_saved_resumed_and_used_by_evaluation(tmp_path: Path) -> 
     assert sampler.normalizer.count == 36  # type: ignore[attr-defined]
     meta_test(agent, sampler, episodes=2, batch_tasks=2, greedy=False, seed=0, split="train")
     assert sampler.normalizer.count == 36  # type: ignore[attr-defined]  # frozen on train too
+
+
+def test_statistics_stop_at_max_count() -> None:
+    """With ``max_count`` the batch that reaches it is merged whole, later ones not at all."""
+    rng = np.random.default_rng(1)
+    batches = [rng.normal(0.0, 1.0, size=(5, 3)) for _ in range(3)]
+    normalizer = RunningObservationNormalizer(3, max_count=8)
+    for batch in batches:
+        normalizer.update(batch)
+    rows = np.concatenate(batches[:2])
+    assert normalizer.count == 10
+    np.testing.assert_allclose(normalizer.mean, rows.mean(axis=0))
+    np.testing.assert_allclose(normalizer.var, rows.var(axis=0))
+
+
+@needs_mujoco
+def test_statistics_steps_set_on_resume_stop_the_statistics(tmp_path: Path) -> None:
+    """``task.statistics_steps`` may change on resume and takes effect: resumed with a limit
+    the run's 24 observations already pass, the statistics stay those of the first 2 steps."""
+    run = train_recipe(load_recipe(RECIPE, TINY), tmp_path / "run")
+    folder = RunFolder(run)
+    before = read_checkpoint(folder.last_checkpoint)["callbacks"]["TaskState"]
+    resume_run(run, ["trainer.max_steps=4", "task.statistics_steps=20"])
+    after = read_checkpoint(folder.last_checkpoint)["callbacks"]["TaskState"]
+    assert after["sampler"]["observations"]["count"] == 24
+    assert after == before
+    sampler = CheetahDirTasks(
+        CheetahDirTasks.Config(normalize_observations=True, statistics_steps=20)
+    )
+    assert sampler.normalizer is not None and sampler.normalizer.max_count == 20

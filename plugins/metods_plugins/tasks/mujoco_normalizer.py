@@ -28,14 +28,19 @@ class RunningObservationNormalizer:
         dims: the observation's size.
         clip: bound of the normalised values.
         eps: added to the variance before the square root.
+        max_count: stop merging once the statistics hold at least this many observations (the
+            batch that crosses it is merged whole); None: merge every training batch.
     """
 
-    def __init__(self, dims: int, clip: float = 10.0, eps: float = 1e-8) -> None:
+    def __init__(
+        self, dims: int, clip: float = 10.0, eps: float = 1e-8, max_count: int | None = None
+    ) -> None:
         self.mean = np.zeros(dims, dtype=np.float64)
         self.var = np.ones(dims, dtype=np.float64)
         self.count = 0
         self.clip = clip
         self.eps = eps
+        self.max_count = max_count
         self.frozen = False
         """Set by :meth:`freeze`: ``observe`` no longer updates, whatever it is told."""
 
@@ -44,10 +49,11 @@ class RunningObservationNormalizer:
         self.frozen = True
 
     def update(self, batch: np.ndarray) -> None:
-        """Merge the statistics of ``batch`` ``(B, dims)`` into the running ones."""
+        """Merge the statistics of ``batch`` ``(B, dims)`` into the running ones (nothing once
+        they hold ``max_count`` observations)."""
         batch = np.asarray(batch, dtype=np.float64).reshape(-1, self.mean.shape[0])
         n = batch.shape[0]
-        if n == 0:
+        if n == 0 or (self.max_count is not None and self.count >= self.max_count):
             return
         mean, var = batch.mean(axis=0), batch.var(axis=0)
         total = self.count + n
