@@ -40,10 +40,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from metods_core import ComponentConfig, MetodsError, Split, TaskBatch, TaskSampler
+from metods_core import MetodsError, Split, TaskBatch, TaskSampler
 from metods_plugins.tasks.metaworld_env import MetaWorldBatchedEnv, MetaWorldSimulators
 from metods_plugins.tasks.mujoco_normalizer import (
     ObservationStatistics,
+    ObservationStatisticsConfig,
     RunningObservationNormalizer,
 )
 
@@ -109,10 +110,8 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
     observation_space: gym.spaces.Box
     action_space: gym.spaces.Box
 
-    class Config(ComponentConfig):
+    class Config(ObservationStatisticsConfig):
         """Parameters shared by the Meta-World benchmarks."""
-
-        RESUMABLE_FIELDS = ("statistics_steps",)
 
         rollout_steps: int = Field(500, ge=1)
         """Steps per rollout (Meta-World and the paper: 500)."""
@@ -141,13 +140,6 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
         positions vary by centimetres within a lifetime: unnormalised, the reward input spreads
         the encoder's pre-activations 11 times more than all 39 observations together
         (docs/results.md)."""
-        statistics_steps: int | None = Field(None, gt=0)
-        """With ``normalize_observations``: stop updating the running statistics once they hold
-        this many training observations (env steps, all tasks together), so that the agent
-        learns against fixed inputs; None: update them throughout training. May change on
-        resume. On ML1 reach they kept moving as the policy learnt (the hand position's
-        standard deviations 20-34 % lower at 5e6 env steps than at 2e6), and the 2e6 policy given
-        the 5e6 statistics fell from 0.60 to 0.27 success (docs/results.md)."""
 
     config: Config
 

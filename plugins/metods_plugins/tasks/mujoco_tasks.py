@@ -48,10 +48,11 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from metods_core import ComponentConfig, MetodsError, Split, TaskBatch, TaskSampler
+from metods_core import MetodsError, Split, TaskBatch, TaskSampler
 from metods_plugins.tasks.mujoco_env import MuJoCoBatchedEnv
 from metods_plugins.tasks.mujoco_normalizer import (
     ObservationStatistics,
+    ObservationStatisticsConfig,
     RunningObservationNormalizer,
 )
 from metods_plugins.tasks.simulator_pool import SimulatorPool, VectorStrategy
@@ -109,10 +110,8 @@ class _MuJoCoTasks(ObservationStatistics, TaskSampler, abc.ABC):
     observation_space: gym.spaces.Box
     action_space: gym.spaces.Box
 
-    class Config(ComponentConfig):
+    class Config(ObservationStatisticsConfig):
         """Parameters shared by the MuJoCo task families."""
-
-        RESUMABLE_FIELDS = ("statistics_steps",)
 
         episode_steps: int = Field(200, ge=1)
         """Steps per episode (the paper: 200)."""
@@ -124,13 +123,6 @@ class _MuJoCoTasks(ObservationStatistics, TaskSampler, abc.ABC):
         """Give the agent each observation standardised by the running mean and standard
         deviation of the training lifetimes' observations (clipped to +-10; frozen at
         meta-test; saved in the checkpoints). See ``mujoco_normalizer.py``."""
-        statistics_steps: int | None = Field(None, gt=0)
-        """With ``normalize_observations``: stop updating the running statistics once they hold
-        this many training observations (env steps, all tasks together), so that the agent
-        learns against fixed inputs; None: update them throughout training. May change on
-        resume. On ML1 reach they kept moving as the policy learnt (the hand position's
-        standard deviations 20-34 % lower at 5e6 env steps than at 2e6), and the 2e6 policy given
-        the 5e6 statistics fell from 0.60 to 0.27 success (docs/results.md)."""
         vector_strategy: VectorStrategy = "sync"
         """``sync``: the simulators step one after another in this process; ``async``: one
         worker process per task (Gymnasium's AsyncVectorEnv), worth it only with spare cores."""
