@@ -1,7 +1,7 @@
 """Which ML1 reach goals does a trained policy miss, and by how much?
 
 Run:  .venv/bin/python benchmarks/metaworld_goal_map.py RUN_DIR [--split test] [--rollouts 2]
-      [--goals N] [--checkpoint PATH] [--json]
+      [--goals N] [--checkpoint PATH] [--statistics-from PATH] [--json]
 
 A diagnostic, not a throughput figure. It runs the run's checkpoint (the last by default;
 sampled actions, observation statistics frozen as at meta-test) once on each of the split's 50
@@ -17,6 +17,9 @@ It prints the success and the closest approach by quartile of the start distance
 the missed goals were missed: a policy that searches with the reward but stops short misses by
 a few centimetres; one whose path does not depend on the goal misses far ones by decimetres.
 Meta-World's reach-v3 success radius is 5 cm.
+
+``--statistics-from`` runs the policy with the observation statistics saved in another
+checkpoint (``task.normalize_observations``): does a policy fail because its inputs moved?
 """
 
 from __future__ import annotations
@@ -33,7 +36,12 @@ from metods_plugins.tasks.metaworld_tasks import MetaWorldML1Tasks
 from metods_core.components import create_task_sampler
 from metods_core.evaluation import load_trained_agent
 from metods_core.rollout import run_lifetimes
-from metods_core.training.checkpoints import find_resume_checkpoint, named_checkpoint
+from metods_core.training.callbacks import restore_task_state
+from metods_core.training.checkpoints import (
+    find_resume_checkpoint,
+    named_checkpoint,
+    read_checkpoint,
+)
 from metods_core.training.run_dir import read_run_recipe
 from metods_core.training.seeding import derive_seed
 
@@ -47,16 +55,20 @@ def goal_map(
     rollouts: int = 2,
     checkpoint: str | None = None,
     goals: int | None = None,
+    statistics_from: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Return one record per goal of ``split`` (its first ``goals``; all by default): ``goal``
     (x, y, z), ``start_distance``, ``closest`` (metres) and ``success`` (fraction of
-    rollouts), in the benchmark's order."""
+    rollouts), in the benchmark's order. With ``statistics_from`` (a checkpoint), the policy
+    sees observations normalised by that checkpoint's statistics instead of its own."""
     recipe = read_run_recipe(run_dir, [f"task.rollouts={rollouts}"])
     sampler = create_task_sampler(recipe)
     if not isinstance(sampler, MetaWorldML1Tasks):
         raise SystemExit(f"{run_dir} is not a metaworld_ml1 run")
     path = find_resume_checkpoint(run_dir, named_checkpoint(run_dir, checkpoint))
     agent = load_trained_agent(recipe, sampler, path, run_dir)
+    if statistics_from is not None:
+        restore_task_state(sampler, read_checkpoint(statistics_from))
     sampler.freeze_statistics()
     low, high = sampler.split_range[split]
     high = high if goals is None else min(high, low + goals)
@@ -146,9 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollouts", type=int, default=2, help="rollouts per lifetime")
     parser.add_argument("--goals", type=int, help="only the split's first N goals (default: all)")
     parser.add_argument("--checkpoint", help="a checkpoint file, or 'best' (default: the last)")
+    parser.add_argument(
+        "--statistics-from", type=Path, help="a checkpoint whose observation statistics to use"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)
-    records = goal_map(args.run_dir, args.split, args.rollouts, args.checkpoint, args.goals)
+    records = goal_map(
+        args.run_dir, args.split, args.rollouts, args.checkpoint, args.goals, args.statistics_from
+    )
     summary = summarise(records)
     if args.json:
         print(json.dumps({"summary": summary, "goals": records}))

@@ -198,3 +198,38 @@ def test_goal_map_agrees_with_metaworlds_success(tiny_reach_runs: dict[str, Path
     assert sum(row["goals"] for row in summary["by_start_distance"]) == 8
     missed = sum(record["success"] == 0 for record in records)
     assert sum(row["goals"] for row in summary["missed_by_closest_approach"]) == missed
+
+
+@needs_metaworld
+@pytest.mark.slow
+def test_goal_map_with_another_checkpoint_s_statistics(
+    tiny_reach_runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """--statistics-from: the run's own checkpoint gives the same paths as without it; one
+    whose statistics are shifted by 2 standard deviations moves the hand elsewhere."""
+    import importlib.util as util
+
+    import torch
+
+    from metods_core.training.checkpoints import read_checkpoint
+
+    path = ROOT / "benchmarks" / "metaworld_goal_map.py"
+    spec = util.spec_from_file_location("metaworld_goal_map", path)
+    assert spec is not None and spec.loader is not None
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = tiny_reach_runs["robot"]
+    own = run / "checkpoints" / "last.ckpt"
+    shifted = read_checkpoint(own)
+    statistics = shifted["callbacks"]["TaskState"]["sampler"]["observations"]
+    statistics["mean"] = [
+        m + 2 * v**0.5 for m, v in zip(statistics["mean"], statistics["var"], strict=True)
+    ]
+    torch.save(shifted, tmp_path / "shifted.ckpt")
+    plain = module.goal_map(run, "test", rollouts=2, goals=4)
+    same = module.goal_map(run, "test", rollouts=2, goals=4, statistics_from=own)
+    moved = module.goal_map(
+        run, "test", rollouts=2, goals=4, statistics_from=tmp_path / "shifted.ckpt"
+    )
+    assert [r["closest"] for r in same] == [r["closest"] for r in plain]
+    assert [r["closest"] for r in moved] != [r["closest"] for r in plain]
