@@ -49,18 +49,13 @@ class BestCheckpoint(Callback):
         """The outer step at which ``best.ckpt`` was saved (-1: none yet)."""
         self._sum: torch.Tensor | None = None
         self._count = 0
-        self._restored: dict[str, Any] | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Name the metric: the recipe's, or the task sampler's main metric."""
+        """Name the metric: the recipe's, or the task sampler's main metric (Lightning calls
+        this before it restores a checkpoint's callback state)."""
         if self.metric is None:
             sampler = getattr(pl_module, "sampler", None)
             self.metric = str(sampler.main_metric()) if sampler is not None else "episode_reward"
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Apply a state restored before the metric was named."""
-        if self._restored is not None:
-            self.load_state_dict(self._restored)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
@@ -108,10 +103,6 @@ class BestCheckpoint(Callback):
         """Restore the best score if it was of the same metric (a checkpoint without the
         metric's name predates the choice and compared the return); the partial window too, if
         the window length is unchanged."""
-        if self.metric is None:  # restored before setup: wait for the metric's name
-            self._restored = dict(state_dict)
-            return
-        self._restored = None
         if state_dict.get("metric", "episode_reward") != self.metric:
             return
         self.best = float(state_dict["best"])

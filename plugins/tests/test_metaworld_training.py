@@ -60,6 +60,17 @@ SHIPPED_REWARD = {
 """Each trained recipe's reward version and scale (reach: v1, see docs/tasks.md)."""
 
 
+def _benchmark(name: str) -> Any:
+    """Import ``benchmarks/<name>.py`` (a script, not a package module)."""
+    import importlib.util as util
+
+    spec = util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _train_tiny(recipe: str, tmp_path: Path, extra: list[str]) -> dict[str, Any]:
     from metods_core.evaluation import evaluate_run
     from metods_core.recipe import load_recipe
@@ -120,14 +131,9 @@ def test_each_sampler_trains_and_meta_tests(recipe: str, tmp_path: Path) -> None
 @pytest.mark.slow
 def test_throughput_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     """benchmarks/metaworld_throughput.py measures raw, batched-env and collection rates."""
-    import importlib.util as util
     import json
 
-    path = ROOT / "benchmarks" / "metaworld_throughput.py"
-    spec = util.spec_from_file_location("metaworld_throughput", path)
-    assert spec is not None and spec.loader is not None
-    module = util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark("metaworld_throughput")
     recipe = str(ROOT / "recipes" / "metaworld" / "ml1_reach_metods.yaml")
     assert module.main(["--batch", "2", "--steps", "5", "--recipe", recipe, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -156,13 +162,7 @@ def test_goal_probe_sees_the_puck_only_with_full_observations(
     for a policy that sees the objects (``task.observation=full``) and not at all (up to float
     rounding) for one that sees only the robot (``observation=robot``, which also trains end
     to end)."""
-    import importlib.util as util
-
-    path = ROOT / "benchmarks" / "metaworld_goal_probe.py"
-    spec = util.spec_from_file_location("metaworld_goal_probe", path)
-    assert spec is not None and spec.loader is not None
-    module = util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark("metaworld_goal_probe")
     shifts = {}
     for observation, run in tiny_reach_runs.items():
         result = module.probe(run, 4)
@@ -182,13 +182,7 @@ def test_goal_map_agrees_with_metaworlds_success(tiny_reach_runs: dict[str, Path
     a goal counts a successful rollout exactly when the hand came within Meta-World's 5 cm of
     it, and the closest approach is never farther than the start; the summary's bins count
     every goal."""
-    import importlib.util as util
-
-    path = ROOT / "benchmarks" / "metaworld_goal_map.py"
-    spec = util.spec_from_file_location("metaworld_goal_map", path)
-    assert spec is not None and spec.loader is not None
-    module = util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark("metaworld_goal_map")
     records = module.goal_map(tiny_reach_runs["robot"], "test", rollouts=2, goals=8)
     assert len(records) == 8
     for record in records:
@@ -207,17 +201,11 @@ def test_goal_map_with_another_checkpoint_s_statistics(
 ) -> None:
     """--statistics-from: the run's own checkpoint gives the same paths as without it; one
     whose statistics are shifted by 2 standard deviations moves the hand elsewhere."""
-    import importlib.util as util
-
     import torch
 
     from metods_core.training.checkpoints import read_checkpoint
 
-    path = ROOT / "benchmarks" / "metaworld_goal_map.py"
-    spec = util.spec_from_file_location("metaworld_goal_map", path)
-    assert spec is not None and spec.loader is not None
-    module = util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark("metaworld_goal_map")
     run = tiny_reach_runs["robot"]
     own = run / "checkpoints" / "last.ckpt"
     shifted = read_checkpoint(own)
