@@ -127,6 +127,10 @@ def meta_test(
     """Run ``episodes`` lifetimes of ``sampler``'s ``split`` (held-out tasks by default); return
     each metric concatenated over tasks (each ``(tasks,)`` or ``(tasks, K)``).
 
+    The tasks of all ``episodes`` lifetimes are drawn in one ``sampler.sample`` call, so a finite
+    split is covered evenly (Meta-World: 50 lifetimes meet each of the 50 held-out goals once),
+    and are run ``batch_tasks`` at a time; the batch size never changes which tasks are run.
+
     The sampler's statistics are frozen first (:meth:`TaskSampler.freeze_statistics`): meta-test
     lifetimes, on either split, see the checkpoint's and never change them.
     """
@@ -134,11 +138,14 @@ def meta_test(
     device = next(agent.parameters()).device  # tasks and actions follow the agent
     stream = ("meta-test",) if split == "test" else ("meta-test", split)
     generator = torch.Generator().manual_seed(derive_seed(seed, *stream))
+    everything = sampler.sample(episodes, split, generator)
     collected: dict[str, list[torch.Tensor]] = {}
-    remaining = episodes
-    while remaining > 0:
-        size = min(batch_tasks, remaining)
-        tasks = move_data_to_device(sampler.sample(size, split, generator), device)
+    for start in range(0, episodes, batch_tasks):
+        stop = min(start + batch_tasks, episodes)
+        part = everything
+        if (start, stop) != (0, episodes):
+            part = everything.select(start, stop, derive_seed(everything.seed, "part", start))
+        tasks = move_data_to_device(part, device)
         env = sampler.make_env(tasks)
         action_generator = torch.Generator(device=device)
         action_generator.manual_seed(derive_seed(seed, "actions", tasks.seed))
@@ -146,7 +153,6 @@ def meta_test(
         env.close()
         for name, value in lifetimes.metrics.items():
             collected.setdefault(name, []).append(value.detach().cpu().float())
-        remaining -= size
     return {name: torch.cat(parts) for name, parts in collected.items()}
 
 

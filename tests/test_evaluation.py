@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +15,12 @@ import pytest
 import torch
 from metods_plugins.tasks.harlow import HarlowTasks
 
-from metods_core.evaluation import evaluate_run, overrides_tag, summarise
-from metods_core.interfaces import Split
+from metods_core.evaluation import evaluate_run, meta_test, overrides_tag, summarise
+from metods_core.interfaces import Split, TaskBatch
 from metods_core.recipe import load_recipe
 from metods_core.run_folder import RunFolder
 from metods_core.statistics import mean_and_ci95, t_quantile_95
+from metods_core.testing.fakes import FakeEnv, FakeTaskBatch, FakeTasks, create_tiny_agent
 from metods_core.training import train_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +71,29 @@ def test_summarise_reports_scalars_and_curves() -> None:
     summary = summarise(metrics)
     assert summary["mean_reward"] == 2.0 and summary["mean_reward_n"] == 2
     assert summary["accuracy_by_presentation"] == [0.5, 0.0]
+
+
+def test_meta_test_draws_its_tasks_in_one_piece_whatever_the_batch_size() -> None:
+    """A meta-test runs the same tasks in parts of ``batch_tasks`` as in one batch (so a finite
+    split is covered evenly however it is batched); each part's env has its own seed."""
+    sampler = FakeTasks(FakeTasks.Config())
+    agent, _ = create_tiny_agent(sampler)
+    built: list[FakeTaskBatch] = []
+
+    class RecordingTasks(FakeTasks):
+        def make_env(self, tasks: TaskBatch) -> FakeEnv:
+            assert isinstance(tasks, FakeTaskBatch)
+            built.append(tasks)
+            return super().make_env(tasks)
+
+    recording = RecordingTasks(FakeTasks.Config())
+    meta_test(agent, recording, episodes=10, batch_tasks=10, greedy=True, seed=3)
+    whole = built.pop()
+    meta_test(agent, recording, episodes=10, batch_tasks=4, greedy=True, seed=3)
+    assert [part.size for part in built] == [4, 4, 2]
+    assert torch.equal(torch.cat([part.cue for part in built]), whole.cue)
+    assert torch.equal(torch.cat([part.target for part in built]), whole.target)
+    assert len({part.seed for part in built}) == 3
 
 
 def test_evaluate_run_writes_json_and_plots(trained_run: Path) -> None:
@@ -178,3 +204,25 @@ def test_cli_evaluate_json(trained_run: Path) -> None:
     data = json.loads(result.stdout)
     assert {"mean_reward", "accuracy_first", "accuracy_later"} <= data.keys()
     assert data["split"] == "train"
+
+
+def test_meta_test_spread_benchmark_repeats_evaluate_under_other_seeds(trained_run: Path) -> None:
+    """benchmarks/meta_test_spread.py: its first seed is `metods evaluate`'s figure; the others
+    are other evaluation seeds of the same checkpoint; fewer than 2 seeds is refused (exit 2)."""
+    path = ROOT / "benchmarks" / "meta_test_spread.py"
+    spec = importlib.util.spec_from_file_location("meta_test_spread", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.spread(trained_run, seeds=3, episodes=8)
+    assert result["metric"] == "episode_reward" and len(result["values"]) == 3
+    plain = evaluate_run(trained_run, episodes=8)["mean_reward"]
+    assert result["values"][0] == pytest.approx(plain, rel=1e-6)
+    assert len(set(result["values"])) == 3
+    assert result["std"] == statistics.stdev(result["values"])
+    refused = subprocess.run(
+        [sys.executable, str(path), str(trained_run), "--seeds", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "at least 2" in refused.stderr

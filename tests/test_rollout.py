@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from metods_core.interfaces import OuterBatch
@@ -91,6 +92,23 @@ def test_task_batch_repeat_tiles_every_task_field() -> None:
         value = getattr(tasks, field.name)
         if isinstance(value, torch.Tensor):
             assert torch.equal(getattr(tiled, field.name)[10:15], value)
+
+
+def test_task_batch_select_slices_every_task_field_under_its_own_seed() -> None:
+    """``select(a, b, seed)`` is tasks ``a`` to ``b - 1`` with the given env seed; a batch of
+    tiled copies and an empty or out-of-range part are refused."""
+    _, _, tasks, _ = _rollout()
+    part = tasks.select(1, 4, seed=99)
+    assert part.size == 3 and part.seed == 99 and part.split == tasks.split and part.copies == 1
+    for field in dataclasses.fields(tasks):
+        value = getattr(tasks, field.name)
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(getattr(part, field.name), value[1:4])
+    for start, stop in ((2, 2), (-1, 3), (0, tasks.size + 1)):
+        with pytest.raises(ValueError, match="not a range"):
+            tasks.select(start, stop, seed=0)
+    with pytest.raises(ValueError, match="tiled copies"):
+        tasks.repeat(2).select(0, 1, seed=0)
 
 
 class ClosingEnv(FakeEnv):

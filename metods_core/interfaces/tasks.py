@@ -48,6 +48,29 @@ class TaskBatch:
                 updates[item.name] = value.repeat(times, *([1] * (value.dim() - 1)))
         return dataclasses.replace(self, **updates)
 
+    def select(self, start: int, stop: int, seed: int) -> TaskBatch:
+        """Return tasks ``start`` to ``stop - 1`` as their own batch, whose env draws its
+        randomness from ``seed`` (every tensor field batched in dim 0 is sliced).
+
+        Used to run a batch drawn in one piece (a whole meta-test, so that a finite split is
+        covered evenly) in parts that fit in memory; each part needs its own ``seed``, or its
+        envs would repeat the first part's randomness.
+
+        Raises:
+            ValueError: the batch holds tiled copies (``copies > 1``), which a part would split,
+                or ``start:stop`` is not a non-empty range inside the batch.
+        """
+        if self.copies != 1:
+            raise ValueError("select() cannot split a batch of tiled copies (copies > 1)")
+        if not 0 <= start < stop <= self.size:
+            raise ValueError(f"select({start}, {stop}) is not a range of {self.size} tasks")
+        updates: dict[str, Any] = {"size": stop - start, "seed": seed}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == self.size:
+                updates[item.name] = value[start:stop]
+        return dataclasses.replace(self, **updates)
+
 
 class BatchedEnv(abc.ABC):
     """A batch of environments, one per task, following Gymnasium's vector API in torch.
@@ -114,7 +137,12 @@ class TaskSampler(abc.ABC):
 
     @abc.abstractmethod
     def sample(self, n: int, split: Split, generator: torch.Generator) -> TaskBatch:
-        """Draw ``n`` tasks of ``split`` with ``generator``; the splits never share a task."""
+        """Draw ``n`` tasks of ``split`` with ``generator``; the splits never share a task.
+
+        A meta-test draws all its lifetimes' tasks in one call (and runs them in parts), so a
+        sampler whose test split is a finite list (Meta-World's held-out goals) can cover it
+        evenly: each task once before any twice.
+        """
 
     @abc.abstractmethod
     def make_env(self, tasks: TaskBatch) -> BatchedEnv:

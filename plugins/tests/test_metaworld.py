@@ -276,6 +276,23 @@ def test_ml1_splits_are_the_benchmarks_train_and_test_goals() -> None:
 
 
 @needs_metaworld
+def test_held_out_goals_are_drawn_in_passes_and_train_goals_independently() -> None:
+    """The test split is drawn without replacement in passes over its 50 goals (a 50-lifetime
+    meta-test meets each once; 120 lifetimes meet each 2 or 3 times); the train split is drawn
+    with replacement."""
+    sampler = MetaWorldML1Tasks(MetaWorldML1Tasks.Config(**TINY))
+    low, high = sampler.split_range["test"]
+    once = sampler.sample(50, "test", torch.Generator().manual_seed(4)).task_id
+    assert sorted(once.tolist()) == list(range(low, high))
+    more = sampler.sample(120, "test", torch.Generator().manual_seed(4)).task_id
+    counts = torch.bincount(more - low, minlength=high - low)
+    assert int(counts.min()) == 2 and int(counts.max()) == 3
+    assert sorted(more[:50].tolist()) == list(range(low, high))
+    train = sampler.sample(200, "train", torch.Generator().manual_seed(4)).task_id
+    assert len(set(train[:50].tolist())) < 50  # independent draws repeat goals
+
+
+@needs_metaworld
 def test_simulators_are_built_once_and_reused() -> None:
     """A closed env gives its simulators back; the next env reuses them (set to the new tasks)
     and lives exactly the lifetime a fresh sampler's simulators would."""
