@@ -48,6 +48,20 @@ def test_only_bounded_one_dimensional_boxes_are_supported() -> None:
         GaussianReadout(GaussianReadout.Config(), 4, gym.spaces.Discrete(3))
 
 
+def test_initial_mean_scale_shrinks_only_the_mean_head() -> None:
+    """``initial_mean_scale`` multiplies the mean head's initial weights and bias; every other
+    parameter is initialised exactly as at 1 (the same random numbers are drawn)."""
+    plain, small = build(), build(initial_mean_scale=0.01)
+    for (name, a), (_, b) in zip(plain.named_parameters(), small.named_parameters(), strict=True):
+        expected = a * 0.01 if name.startswith("mean.") else a
+        torch.testing.assert_close(b, expected)
+    y = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
+    plain_mean, small_mean = plain.mode(plain(y)[0]), small.mode(small(y)[0])
+    torch.testing.assert_close(small_mean, plain_mean * 0.01)
+    with pytest.raises(ValueError):
+        GaussianReadout.Config(initial_mean_scale=0.0)
+
+
 @pytest.mark.parametrize("actions", ["squash", "clip"])
 def test_sample_is_mean_plus_std_times_the_generators_noise(actions: str) -> None:
     """``sample`` is ``loc + scale * randn(generator)``, detached, and ``mode`` the mean;
