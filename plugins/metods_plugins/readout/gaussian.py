@@ -81,9 +81,10 @@ class GaussianReadout(Readout):
         """Factor on the mean head's initial weights and bias (PyTorch's default initialisation
         times this). Small (Andrychowicz et al. 2021 recommend 0.01 for PPO) centres the first
         actions on zero whatever the input; at 1 a random head drives every lifetime one way
-        (ML1 reach, one rollout of the untrained policy, 6 seeds: the hand's mean displacement
-        15-40 cm at 1, 1-4 cm at 0.01; docs/results.md). It draws the same random numbers at
-        any value, so the rest of the agent's initialisation does not change."""
+        (ML1 reach, one rollout of the untrained policy on 10 goals, 6 seeds: the hand's mean
+        displacement 19-44 cm at 1, 2-4 cm at 0.01; benchmarks/metaworld_initial_drift.py). It
+        draws the same random numbers at any value, so the rest of the agent's initialisation
+        does not change."""
         min_log_std: float = -5.0
         """Lower clamp of the log standard deviation."""
         max_log_std: float = 2.0
