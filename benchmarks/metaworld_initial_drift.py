@@ -23,6 +23,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from metods_plugins.tasks.metaworld_tasks import MetaWorldML1Tasks, MetaWorldML10Tasks
 
 from metods_core.components import create_agent, create_task_sampler
 from metods_core.recipe import load_recipe
@@ -38,9 +39,9 @@ def initial_drift(
     recipe = load_recipe(recipe_path, [f"seed={seed}", "task.rollouts=1", *overrides])
     L.seed_everything(seed, verbose=False)
     sampler = create_task_sampler(recipe)
-    agent = create_agent(recipe, sampler)
-    if not hasattr(sampler, "simulators"):
+    if not isinstance(sampler, MetaWorldML1Tasks | MetaWorldML10Tasks):
         raise SystemExit(f"{recipe_path} is not a Meta-World recipe")
+    agent = create_agent(recipe, sampler)
     tasks = sampler.sample(goals, "train", torch.Generator().manual_seed(0))
     env = sampler.make_env(tasks)
     reset = env.reset

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -41,12 +42,10 @@ class TaskBatch:
         Used by algorithms that run several agents on the same tasks (an ES population); the
         env of the result gives every copy of a task the same randomness (see ``copies``).
         """
-        updates: dict[str, Any] = {"size": self.size * times, "copies": self.copies * times}
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == self.size:
-                updates[item.name] = value.repeat(times, *([1] * (value.dim() - 1)))
-        return dataclasses.replace(self, **updates)
+        tiled = self._map_task_tensors(lambda v: v.repeat(times, *([1] * (v.dim() - 1))))
+        return dataclasses.replace(
+            self, size=self.size * times, copies=self.copies * times, **tiled
+        )
 
     def select(self, start: int, stop: int, seed: int) -> TaskBatch:
         """Return tasks ``start`` to ``stop - 1`` as their own batch, whose env draws its
@@ -64,12 +63,17 @@ class TaskBatch:
             raise ValueError("select() cannot split a batch of tiled copies (copies > 1)")
         if not 0 <= start < stop <= self.size:
             raise ValueError(f"select({start}, {stop}) is not a range of {self.size} tasks")
-        updates: dict[str, Any] = {"size": stop - start, "seed": seed}
+        part = self._map_task_tensors(lambda value: value[start:stop])
+        return dataclasses.replace(self, size=stop - start, seed=seed, **part)
+
+    def _map_task_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
+        """Return ``fn`` applied to every tensor field batched over tasks in dim 0, by name."""
+        batched = {}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
             if isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == self.size:
-                updates[item.name] = value[start:stop]
-        return dataclasses.replace(self, **updates)
+                batched[item.name] = fn(value)
+        return batched
 
 
 class BatchedEnv(abc.ABC):
