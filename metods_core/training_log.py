@@ -65,11 +65,11 @@ def resolve_column(runs: Sequence[Path], name: str, available: Sequence[str]) ->
         if candidate in available:
             return candidate
     shown = ", ".join(c.removeprefix(TRAIN_PREFIX) for c in available) or "none"
-    where = str(runs[0]) if len(runs) == 1 else "none of " + ", ".join(str(r) for r in runs)
-    raise MetodsError(
-        f"{where} logs no column {name!r}; the logged columns (the train/ prefix may be left "
-        f"out): {shown}"
-    )
+    if len(runs) == 1:
+        what = f"{runs[0]} logs no column {name!r}"
+    else:
+        what = f"none of {', '.join(str(r) for r in runs)} logs a column {name!r}"
+    raise MetodsError(f"{what}; the logged columns (the train/ prefix may be left out): {shown}")
 
 
 def window_table(

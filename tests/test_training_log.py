@@ -102,7 +102,7 @@ def test_a_column_one_run_does_not_log_is_empty_there(resumed_run: Path, tmp_pat
     first = table["rows"][0]
     assert first["values"][1] is None and first["n"][1] == 0
     assert first["values"][3] == 0.5 and first["n"][3] == 2
-    with pytest.raises(MetodsError, match=r"none of .*resumed, .*other logs no column 'test/suc"):
+    with pytest.raises(MetodsError, match=r"none of .*resumed, .*other logs a column 'test/suc"):
         window_table([resumed_run, other], ["test/sucess"], window=4)
 
 
