@@ -128,10 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--split",
-        choices=("test", "train"),
+        choices=("test", "train", "validation"),
         default="test",
-        help="the tasks to meta-test on: `test`, the held-out ones, or `train`, those the run "
-        "trained on (beside `test`, the generalisation gap; files tagged -train) (default: test)",
+        help="the tasks to meta-test on: `test`, the held-out ones, `train`, those the run "
+        "trained on (beside `test`, the generalisation gap; files tagged -train), or "
+        "`validation`, a task's validation split (files tagged -validation) (default: test)",
     )
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.add_argument(

@@ -199,7 +199,8 @@ def evaluate_run(
     PNG plots. ``device`` (e.g. ``"cuda"``) runs the agent and the tasks there; default: CPU.
 
     ``split`` ``"train"`` meta-tests on the tasks the run trained on instead (beside the held-out
-    figure it measures the generalisation gap); its files are tagged ``-train``.
+    figure it measures the generalisation gap); its files are tagged ``-train``. ``split``
+    ``"validation"`` meta-tests on the task's validation split (tagged ``-validation``).
 
     ``overrides`` change the test conditions (``task.impair_actuator=3``); they never touch the
     checkpoint. ``checkpoint`` ``"best"`` is the run's ``best.ckpt`` (``trainer.keep_best``),
@@ -212,17 +213,23 @@ def evaluate_run(
     file is written atomically, and only when the evaluation produced metrics.
 
     Raises:
-        MetodsError: ``episodes`` below 1, no checkpoint, or one that cannot be trusted.
+        MetodsError: ``episodes`` below 1, no checkpoint, one that cannot be trusted, or a
+            validation split the task does not have.
     """
     if episodes is not None and episodes < 1:
         raise MetodsError(f"evaluate: --episodes must be at least 1, got {episodes}")
     run_dir = Path(run_dir)
     run = RunFolder(run_dir)
     path = named_checkpoint(run_dir, checkpoint)
-    tag = checkpoint_tag(run, path) + ("-train" if split == "train" else "")
+    tag = checkpoint_tag(run, path) + ("" if split == "test" else f"-{split}")
     tag += overrides_tag(overrides)
     recipe = read_run_recipe(run_dir, list(overrides))
     sampler = create_task_sampler(recipe)
+    if split == "validation" and not sampler.has_validation_split():
+        raise MetodsError(
+            f"evaluate --split validation: the task of {run_dir} has no validation split (on "
+            "Meta-World, a run trained with task.validation_tasks above 0 has one)"
+        )
     resolved = find_resume_checkpoint(run_dir, path)
     loaded = read_checkpoint(resolved)
     agent = agent_from_checkpoint(recipe, sampler, loaded, resolved, run_dir)

@@ -23,6 +23,12 @@ Stat = Literal["mean", "min", "max"]
 TRAIN_PREFIX = "train/"
 """The prefix of the training metrics' columns; ``metods curve`` accepts names without it."""
 
+TEST_PREFIX = "test/"
+"""The prefix of the columns of the periodic meta-test of the held-out tasks."""
+
+VALIDATION_PREFIX = "validation/"
+"""The prefix of the columns of the periodic meta-test of a task's validation split."""
+
 
 def read_training_logs(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Return every logged column's ``(step, value)`` pairs, by step, in one pass over the CSVs.

@@ -13,7 +13,10 @@ import torch
 
 from metods_core.interfaces.config import ComponentConfig
 
-Split = Literal["train", "test"]
+Split = Literal["train", "validation", "test"]
+"""Which tasks: ``train`` (meta-training), ``test`` (held out, the reported meta-test), or
+``validation`` (held out from training but drawn like it, to choose a checkpoint without
+looking at the test split); only samplers whose ``has_validation_split()`` is true draw it."""
 
 
 @dataclass
@@ -124,7 +127,8 @@ class BatchedEnv(abc.ABC):
 
 
 class TaskSampler(abc.ABC):
-    """A distribution over tasks with disjoint train and test splits.
+    """A distribution over tasks with disjoint train and test splits (and optionally a third,
+    validation split, see ``has_validation_split``).
 
     Built as ``Sampler(config)``. ``observation_space`` and ``action_space`` describe one task's
     environment; they are known before any task is drawn so the agent can be built first.
@@ -142,6 +146,8 @@ class TaskSampler(abc.ABC):
     @abc.abstractmethod
     def sample(self, n: int, split: Split, generator: torch.Generator) -> TaskBatch:
         """Draw ``n`` tasks of ``split`` with ``generator``; the splits never share a task.
+
+        ``validation`` is only asked of a sampler whose ``has_validation_split()`` is true.
 
         A meta-test draws all its lifetimes' tasks in one call (and runs them in parts), so a
         sampler whose test split is a finite list (Meta-World's held-out goals) can cover it
@@ -163,6 +169,14 @@ class TaskSampler(abc.ABC):
     def main_metric(self) -> str:
         """Return the name of the metric that ranks agents on this task family."""
         return "episode_reward"
+
+    def has_validation_split(self) -> bool:
+        """Return whether ``sample`` draws a ``validation`` split: tasks of the training
+        distribution kept out of training, whose periodic meta-test (``validation/<metric>``)
+        can choose ``best.ckpt`` (``trainer.best_metric: validation/success``) without the test
+        split ever being looked at. False by default; a sampler whose config asks for one (the
+        Meta-World tasks' ``validation_tasks``) says True."""
+        return False
 
     def freeze_statistics(self) -> None:  # noqa: B027  # optional hook: most samplers learn nothing
         """Stop adapting to the lifetimes this sampler's envs run from now on, train split

@@ -97,19 +97,29 @@ class TrainerConfig(BaseModel):
     """Outer steps per window over which ``keep_best`` averages ``best_metric`` (a smoothed
     score, not one noisy step)."""
     best_metric: str | None = None
-    """The training metric ``keep_best`` maximises, as logged under ``train/`` but named without
-    the prefix (``episode_reward``, ``success``); None: the task's main metric, the one
-    ``metods evaluate`` ranks by (the return; success on Meta-World). Only training metrics:
-    choosing a checkpoint by its held-out score would leak the test set into the result."""
+    """The metric ``keep_best`` maximises: a training metric, as logged under ``train/`` but
+    named without the prefix (``episode_reward``, ``success``), or a metric of the periodic
+    meta-test of a validation split, with its prefix (``validation/success``: needs
+    ``evaluation.every_n_steps`` and a task with a validation split, such as Meta-World's
+    ``validation_tasks``; each validation meta-test is compared, ``best_window`` aside). None:
+    the task's main metric, the one ``metods evaluate`` ranks by (the return; success on
+    Meta-World). Never a ``test/`` metric: choosing a checkpoint by its held-out score would
+    leak the test set into the result."""
 
     @field_validator("best_metric")
     @classmethod
-    def _training_metric_name(cls, name: str | None) -> str | None:
-        if name is not None and (name == "" or name.split("/")[0] in ("train", "test")):
+    def _training_or_validation_metric_name(cls, name: str | None) -> str | None:
+        if name is None:
+            return name
+        prefix, _, rest = name.partition("/")
+        if prefix == "validation" and rest:
+            return name
+        if name == "" or prefix in ("train", "test", "validation"):
             raise ValueError(
-                "not a training metric's name: give it without the 'train/' prefix "
-                "(episode_reward, success); held-out 'test/' metrics cannot choose the best "
-                "checkpoint"
+                "not a training or validation metric's name: give a training metric without "
+                "the 'train/' prefix (episode_reward, success), or a validation metric with "
+                "its prefix (validation/success); held-out 'test/' metrics cannot choose the "
+                "best checkpoint"
             )
         return name
 
@@ -164,6 +174,10 @@ class EvaluationConfig(BaseModel):
     periodic_episodes: int | None = Field(default=None, gt=0, le=MAX_STEPS)
     """Held-out lifetimes of each periodic meta-test (``every_n_steps``); None: ``episodes``.
     Fewer keep it cheap: each costs ``periodic_episodes / batch_tasks`` lifetimes' time."""
+    validation_episodes: int | None = Field(default=None, gt=0, le=MAX_STEPS)
+    """Lifetimes of each periodic meta-test of the validation split, for a task that has one
+    (logged as ``validation/<metric>`` at the same outer steps as ``test/``); None:
+    ``periodic_episodes``."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -151,7 +151,8 @@ class FakeTaskBatch(TaskBatch):
 class FakeTasks(TaskSampler):
     """Find the target: reward 1 for the target arm (Discrete), or -|a - target|^2 (Box).
 
-    Train cues lie in [-1, 0), test cues in [0, 1), so the splits never share a task.
+    Train cues lie in [-1, 0), test cues in [0, 1), so the splits never share a task. With
+    ``validation``, train cues lie in [-1, -0.5) and validation cues in [-0.5, 0).
     """
 
     class Config(ComponentConfig):
@@ -165,6 +166,8 @@ class FakeTasks(TaskSampler):
         """Number of discrete actions (Discrete action space)."""
         continuous: bool = False
         """Use a Box(-1, 1, (2,)) action space instead of Discrete(arms)."""
+        validation: bool = False
+        """Offer a validation split (``has_validation_split``), taken from the train cues."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -178,7 +181,12 @@ class FakeTasks(TaskSampler):
 
     def sample(self, n: int, split: Split, generator: torch.Generator) -> FakeTaskBatch:
         """Draw ``n`` tasks of ``split`` with ``generator``."""
-        cue = torch.rand(n, self.config.cue_size, generator=generator) - float(split == "train")
+        if split == "validation" and not self.config.validation:
+            raise ValueError("FakeTasks has no validation split: set validation=True")
+        low, width = {"train": (-1.0, 1.0), "validation": (-0.5, 0.5), "test": (0.0, 1.0)}[split]
+        if self.config.validation and split == "train":
+            width = 0.5
+        cue = low + width * torch.rand(n, self.config.cue_size, generator=generator)
         target: torch.Tensor
         if self.config.continuous:
             target = torch.rand(n, 2, generator=generator) * 2 - 1
@@ -191,6 +199,10 @@ class FakeTasks(TaskSampler):
         """Build the batched environment of ``tasks``."""
         assert isinstance(tasks, FakeTaskBatch)
         return FakeEnv(self, tasks)
+
+    def has_validation_split(self) -> bool:
+        """True with ``validation``."""
+        return self.config.validation
 
 
 class FakeEnv(BatchedEnv):

@@ -21,7 +21,11 @@ import torch
 from metods_core.interfaces import BatchedEnv, Split, TaskBatch, TaskSampler
 from metods_core.testing._common import BATCH, CONFIG_CHECKS, build_config, equal_fields, run_suite
 
-_SPLITS: tuple[Split, Split] = ("train", "test")
+
+def splits_of(sampler: TaskSampler) -> tuple[Split, ...]:
+    """Return the splits ``sampler`` draws: train and test, and validation if it has one."""
+    validation: tuple[Split, ...] = ("validation",) if sampler.has_validation_split() else ()
+    return ("train", "test", *validation)
 
 
 @dataclasses.dataclass
@@ -101,7 +105,7 @@ def check_construction(cls: type[TaskSampler], /, **config: Any) -> None:
 def check_sample(cls: type[TaskSampler], /, **config: Any) -> None:
     """``sample(n, split, generator)`` gives a TaskBatch of ``n`` tasks of that split."""
     sampler = build_sampler(cls, config)
-    for split in _SPLITS:
+    for split in splits_of(sampler):
         tasks = sampler.sample(BATCH, split, torch.Generator().manual_seed(0))
         assert isinstance(tasks, TaskBatch), f"sample returned {type(tasks).__name__}"
         assert tasks.size == BATCH, f"sample({BATCH}, ...) gave a batch of size {tasks.size}"
@@ -211,16 +215,20 @@ def check_lifetime_metrics(cls: type[TaskSampler], /, **config: Any) -> None:
 
 
 def check_splits_differ(cls: type[TaskSampler], /, **config: Any) -> None:
-    """The train and test splits drawn with equally seeded generators are different tasks."""
+    """Any two splits (train, test, and validation if the sampler has one) drawn with equally
+    seeded generators are different tasks."""
     sampler = build_sampler(cls, config)
+    splits = splits_of(sampler)
+    pairs = [(a, b) for i, a in enumerate(splits) for b in splits[i + 1 :]]
     for seed in range(3):
-        train = sampler.sample(BATCH, "train", torch.Generator().manual_seed(seed))
-        test = sampler.sample(BATCH, "test", torch.Generator().manual_seed(seed))
-        names = {field.name for field in dataclasses.fields(train)}
-        skip = ("size", "split") + (("seed",) if names - {"size", "split", "seed"} else ())
-        assert not equal_fields(train, test, skip=skip), (
-            f"with generator seed {seed} the train and test splits drew the same tasks"
-        )
+        for first, second in pairs:
+            a = sampler.sample(BATCH, first, torch.Generator().manual_seed(seed))
+            b = sampler.sample(BATCH, second, torch.Generator().manual_seed(seed))
+            names = {field.name for field in dataclasses.fields(a)}
+            skip = ("size", "split") + (("seed",) if names - {"size", "split", "seed"} else ())
+            assert not equal_fields(a, b, skip=skip), (
+                f"with generator seed {seed} the {first} and {second} splits drew the same tasks"
+            )
 
 
 def check_determinism(cls: type[TaskSampler], /, **config: Any) -> None:

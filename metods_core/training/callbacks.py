@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -11,7 +11,10 @@ from lightning.pytorch.callbacks import Callback
 
 from metods_core.errors import MetodsError
 from metods_core.run_folder import RunFolder
-from metods_core.training_log import TRAIN_PREFIX
+from metods_core.training_log import TRAIN_PREFIX, VALIDATION_PREFIX
+
+if TYPE_CHECKING:
+    from metods_core.training.periodic_meta_test import PeriodicMetaTest
 
 
 class BestCheckpoint(Callback):
@@ -30,19 +33,33 @@ class BestCheckpoint(Callback):
     ``OuterStepCheckpoints`` in the Trainer's callbacks, so that a checkpoint saved at the end
     of a window carries the updated state.
 
+    A metric named ``validation/<name>`` is instead the mean of the periodic meta-test of the
+    task's validation split (``validation``, which must run before this callback), compared at
+    each outer step that meta-tested it, ``window`` aside: the score of rank 0, where the
+    meta-test ran, decides on every rank.
+
     Args:
         run: the run folder.
         window: outer steps per window (at least 1).
-        metric: the training metric's name without ``train/``; None: the task's main metric.
+        metric: the training metric's name without ``train/``, or ``validation/<name>``;
+            None: the task's main metric.
+        validation: the periodic meta-test of the validation split (None: the run has none).
     """
 
-    def __init__(self, run: RunFolder, window: int, metric: str | None = None) -> None:
+    def __init__(
+        self,
+        run: RunFolder,
+        window: int,
+        metric: str | None = None,
+        validation: PeriodicMetaTest | None = None,
+    ) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         self.run = run
         self.window = window
         self.metric = metric
         """The metric compared (without ``train/``); resolved from the task at setup if None."""
+        self.validation = validation
         self.best = -math.inf
         """The best window mean so far (-inf before the first window ends)."""
         self.best_step = -1
@@ -53,14 +70,32 @@ class BestCheckpoint(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Name the metric: the recipe's, or the task sampler's main metric (Lightning calls
         this before it restores a checkpoint's callback state)."""
+        sampler = getattr(pl_module, "sampler", None)
         if self.metric is None:
-            sampler = getattr(pl_module, "sampler", None)
             self.metric = str(sampler.main_metric()) if sampler is not None else "episode_reward"
+        if not self.metric.startswith(VALIDATION_PREFIX):
+            return
+        if self.validation is None:
+            raise MetodsError(
+                f"trainer.best_metric is {self.metric}, a metric of the periodic meta-test of "
+                "the validation split, but the run meta-tests nothing while it trains: set "
+                "evaluation.every_n_steps (for example 20)"
+            )
+        if sampler is None or not sampler.has_validation_split():
+            raise MetodsError(
+                f"trainer.best_metric is {self.metric}, but the task has no validation split: "
+                "give it one (Meta-World: task.validation_tasks=10) or rank by a training "
+                "metric (trainer.best_metric=success)"
+            )
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
     ) -> None:
         """Add this outer step's metric to the window; at its end, save if it is the best."""
+        assert self.metric is not None
+        if self.metric.startswith(VALIDATION_PREFIX):
+            self._compare_validation(trainer, pl_module)
+            return
         key = f"{TRAIN_PREFIX}{self.metric}"
         value = trainer.callback_metrics.get(key)
         if value is None:
@@ -83,6 +118,29 @@ class BestCheckpoint(Callback):
         mean = trainer.strategy.reduce(self._sum / self._count, reduce_op="mean")
         score = float(mean)  # one host sync per window
         self._sum, self._count = None, 0
+        self._save_if_best(trainer, score, step)
+
+    def _compare_validation(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """At an outer step the validation split was meta-tested, save if it is the best."""
+        assert self.validation is not None and self.metric is not None
+        step = int(getattr(pl_module, "outer_step", 0))
+        if step % self.validation.every != 0:
+            return
+        score = math.nan
+        if trainer.is_global_zero:
+            if self.validation.latest_step != step:
+                raise RuntimeError("BestCheckpoint must run after the validation meta-test")
+            if self.metric not in self.validation.latest:
+                logged = ", ".join(sorted(self.validation.latest)) or "none"
+                raise MetodsError(
+                    f"trainer.best_metric is {self.metric}, which the validation meta-test does "
+                    f"not log; it logs {logged}"
+                )
+            score = self.validation.latest[self.metric]
+        score = float(trainer.strategy.broadcast(score, src=0))
+        self._save_if_best(trainer, score, step)
+
+    def _save_if_best(self, trainer: L.Trainer, score: float, step: int) -> None:
         if math.isfinite(score) and score > self.best:
             self.best, self.best_step = score, step
             trainer.save_checkpoint(self.run.best_checkpoint, weights_only=False)

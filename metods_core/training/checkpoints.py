@@ -6,7 +6,7 @@ import os
 import pickle
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -21,6 +21,9 @@ from metods_core.training.atomic import (
     temporary_path,
 )
 from metods_core.training.callbacks import BestCheckpoint, TaskState
+
+if TYPE_CHECKING:
+    from metods_core.training.periodic_meta_test import PeriodicMetaTest
 
 
 class CheckpointError(MetodsError):
@@ -39,15 +42,17 @@ def create_checkpoint_callbacks(
     every_n_steps: int,
     best_window: int | None = None,
     best_metric: str | None = None,
+    validation: PeriodicMetaTest | None = None,
 ) -> list[Callback]:
     """Save ``step=NNNNNN.ckpt`` and ``last.ckpt`` every ``every_n_steps`` outer steps, and with
     ``best_window``, ``best.ckpt`` at the best window mean of the training metric
     ``best_metric`` (None: the task's main metric; see ``BestCheckpoint``), before the others:
     its state must be up to date when they save. The task sampler's state is saved in all of
-    them (``TaskState``)."""
+    them (``TaskState``). ``validation``, the periodic meta-test of a validation split, gives
+    the scores of a ``validation/<name>`` metric; it must run before these callbacks."""
     run = RunFolder(run_dir)
     best: list[Callback] = (
-        [] if best_window is None else [BestCheckpoint(run, best_window, best_metric)]
+        [] if best_window is None else [BestCheckpoint(run, best_window, best_metric, validation)]
     )
     return [TaskState(), *best, OuterStepCheckpoints(run, every_n_steps)]
 

@@ -15,6 +15,13 @@ after training are the same to the bit with and without it). So the value logged
 N is the one ``metods evaluate --episodes E`` gives on the checkpoint of step N, with ``E`` =
 ``evaluation.periodic_episodes``. Only rank 0 meta-tests; the other processes of a multi-device
 run wait for it at their next collective operation.
+
+A task with a validation split (``TaskSampler.has_validation_split``: Meta-World's
+``validation_tasks``) gets a second instance, ``PeriodicMetaTest(recipe, "validation")``, at the
+same outer steps: it logs ``validation/<key>`` and keeps its latest means for ``BestCheckpoint``
+(``trainer.best_metric: validation/success``). It runs before the checkpoints of its outer step
+are saved, so that they hold the best-checkpoint state that includes it; the test meta-test
+runs after them.
 """
 
 from __future__ import annotations
@@ -26,32 +33,48 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from metods_core.components import create_task_sampler
-from metods_core.interfaces import TaskSampler
+from metods_core.interfaces import Split, TaskSampler
 from metods_core.recipe import Recipe
 from metods_core.run_folder import metric_key
 from metods_core.training.callbacks import restore_state
 from metods_core.training.module import MetaLearningModule
+from metods_core.training_log import TEST_PREFIX, VALIDATION_PREFIX
 
-TEST_PREFIX = "test/"
-"""The prefix of the logged columns of the periodic meta-test."""
+_PREFIXES: dict[str, str] = {"test": TEST_PREFIX, "validation": VALIDATION_PREFIX}
 
 
 class PeriodicMetaTest(Callback):
-    """Every ``evaluation.every_n_steps`` outer steps, meta-test and log ``test/<key>``.
+    """Every ``evaluation.every_n_steps`` outer steps, meta-test ``split`` and log
+    ``<split>/<key>`` (``test/<key>``, or ``validation/<key>``).
+
+    The validation instance does nothing for a task without a validation split.
 
     Args:
         recipe: the run's recipe; its ``evaluation`` section says how often, how many
-            lifetimes (``periodic_episodes``, default ``episodes``), in batches of how many
+            lifetimes (``periodic_episodes``, default ``episodes``; for validation
+            ``validation_episodes``, default ``periodic_episodes``), in batches of how many
             (``batch_tasks``), greedy or sampled.
+        split: ``test`` (the held-out tasks) or ``validation``.
     """
 
-    def __init__(self, recipe: Recipe) -> None:
+    def __init__(self, recipe: Recipe, split: Split = "test") -> None:
         every = recipe.evaluation.every_n_steps
         if every is None:
             raise ValueError("PeriodicMetaTest needs evaluation.every_n_steps")
+        if split not in _PREFIXES:
+            raise ValueError(f"PeriodicMetaTest meta-tests test or validation, not {split!r}")
+        evaluation = recipe.evaluation
         self.recipe = recipe
+        self.split: Split = split
+        self.prefix = _PREFIXES[split]
         self.every = every
-        self.episodes = recipe.evaluation.periodic_episodes or recipe.evaluation.episodes
+        self.episodes = evaluation.periodic_episodes or evaluation.episodes
+        if split == "validation":
+            self.episodes = evaluation.validation_episodes or self.episodes
+        self.latest: dict[str, float] = {}
+        """The means of the last meta-test on this process (rank 0; empty elsewhere)."""
+        self.latest_step = -1
+        """The outer step of ``latest`` (-1: none yet)."""
         self._sampler: TaskSampler | None = None
 
     def on_train_batch_end(
@@ -62,12 +85,15 @@ class PeriodicMetaTest(Callback):
         step = pl_module.outer_step
         if step % self.every != 0 or not trainer.is_global_zero:
             return
+        if self.split == "validation" and not pl_module.sampler.has_validation_split():
+            return
         metrics = self.meta_test(pl_module)
+        self.latest, self.latest_step = metrics, step
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step - 1)  # the CSV's step counts from 0
 
     def meta_test(self, pl_module: MetaLearningModule) -> dict[str, float]:
-        """Run the held-out lifetimes with the module's agent; return ``test/<key>`` means
+        """Run the split's lifetimes with the module's agent; return ``<split>/<key>`` means
         (metrics undefined on every lifetime, such as a class no lifetime drew, are left out)."""
         from metods_core.evaluation import meta_test, summarise  # evaluation imports training
 
@@ -84,12 +110,13 @@ class PeriodicMetaTest(Callback):
             evaluation.batch_tasks,
             evaluation.greedy,
             self.recipe.seed,
+            self.split,
         )
         scalars = {name: values for name, values in per_task.items() if values.dim() == 1}
         summary = summarise(scalars)
         means = (float(summary[metric_key(name)]) for name in scalars)
         return {
-            f"{TEST_PREFIX}{metric_key(name)}": mean
+            f"{self.prefix}{metric_key(name)}": mean
             for name, mean in zip(scalars, means, strict=True)
             if math.isfinite(mean)
         }

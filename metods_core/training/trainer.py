@@ -126,6 +126,9 @@ def _set_threads(recipe: Recipe) -> None:
 def create_trainer(recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] = ()) -> L.Trainer:
     """Return the Lightning Trainer the recipe asks for, logging and saving into ``run_dir``."""
     config = recipe.trainer
+    periodic = recipe.evaluation.every_n_steps is not None
+    # before the checkpoints: best.ckpt may rank by it, and they save the state that includes it
+    validation = PeriodicMetaTest(recipe, "validation") if periodic else None
     return L.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
@@ -138,15 +141,17 @@ def create_trainer(recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] 
         logger=create_loggers(recipe, run_dir, rank_zero=_global_rank() == 0),
         plugins=[AtomicCheckpointIO()],  # atomic writes, weights_only=True restores
         callbacks=[
+            *([validation] if validation is not None else []),
             *create_checkpoint_callbacks(
                 run_dir,
                 config.checkpoint_every_n_steps,
                 config.best_window if config.keep_best else None,
                 config.best_metric,
+                validation,
             ),
             OuterStepProgressBar(config.max_steps, refresh_rate=config.log_every_n_steps),
             # after the checkpoints: an outer step is saved before its meta-test starts
-            *([PeriodicMetaTest(recipe)] if recipe.evaluation.every_n_steps else []),
+            *([PeriodicMetaTest(recipe)] if periodic else []),
             *callbacks,
         ],
         default_root_dir=run_dir,

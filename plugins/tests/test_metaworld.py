@@ -281,7 +281,9 @@ def test_held_out_goals_are_drawn_in_passes_and_train_goals_independently() -> N
     meta-test meets each once; 120 lifetimes meet each 2 or 3 times); the train split is drawn
     with replacement."""
     sampler = MetaWorldML1Tasks(MetaWorldML1Tasks.Config(**TINY))
-    low, high = sampler.split_range["test"]
+    test_ids = sampler.split_ids["test"]
+    low, high = int(test_ids[0]), int(test_ids[-1]) + 1
+    assert test_ids.tolist() == list(range(low, high))
     once = sampler.sample(50, "test", torch.Generator().manual_seed(4)).task_id
     assert sorted(once.tolist()) == list(range(low, high))
     more = sampler.sample(120, "test", torch.Generator().manual_seed(4)).task_id
@@ -290,6 +292,47 @@ def test_held_out_goals_are_drawn_in_passes_and_train_goals_independently() -> N
     assert sorted(more[:50].tolist()) == list(range(low, high))
     train = sampler.sample(200, "train", torch.Generator().manual_seed(4)).task_id
     assert len(set(train[:50].tolist())) < 50  # independent draws repeat goals
+
+
+@needs_metaworld
+def test_without_validation_tasks_every_train_goal_is_trained_on() -> None:
+    """``validation_tasks: 0`` (the default) keeps the benchmark's split as it is, and the train
+    draws are the ones of a plain ``randint`` over the 50 train goals (runs reproduce)."""
+    sampler = MetaWorldML1Tasks(MetaWorldML1Tasks.Config(**TINY))
+    assert not sampler.has_validation_split()
+    assert sampler.split_ids["train"].tolist() == list(range(50))
+    drawn = sampler.sample(64, "train", torch.Generator().manual_seed(5)).task_id
+    expected = torch.randint(0, 50, (64,), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(drawn, expected)
+    with pytest.raises(ValueError, match="validation_tasks"):
+        sampler.sample(4, "validation", torch.Generator().manual_seed(0))
+
+
+@needs_metaworld
+def test_validation_tasks_are_kept_out_of_training() -> None:
+    """``validation_tasks: 10`` takes 10 of the 50 train goals, the same ones on every build:
+    training never draws them, a 10-lifetime validation meta-test meets each once, and the
+    test goals are unchanged."""
+    plain = MetaWorldML1Tasks(MetaWorldML1Tasks.Config(**TINY))
+    sampler = MetaWorldML1Tasks(MetaWorldML1Tasks.Config(**TINY, validation_tasks=10))
+    again = MetaWorldML1Tasks(MetaWorldML1Tasks.Config(**TINY, validation_tasks=10))
+    assert sampler.has_validation_split()
+    held = sampler.split_ids["validation"]
+    assert len(held) == 10 and torch.equal(held, again.split_ids["validation"])
+    assert set(held.tolist()) | set(sampler.split_ids["train"].tolist()) == set(range(50))
+    assert torch.equal(sampler.split_ids["test"], plain.split_ids["test"])
+    train = sampler.sample(2000, "train", torch.Generator().manual_seed(1)).task_id
+    assert set(train.tolist()) == set(sampler.split_ids["train"].tolist())
+    once = sampler.sample(10, "validation", torch.Generator().manual_seed(2))
+    assert sorted(once.task_id.tolist()) == held.tolist() and once.split == "validation"
+    assert sampler.reported_classes("validation") == []  # one class: no per-class columns
+
+
+@needs_metaworld
+def test_validation_tasks_must_leave_a_train_task() -> None:
+    """All 50 train goals as validation is refused with the largest allowed value."""
+    with pytest.raises(MetodsError, match="at most 49"):
+        MetaWorldML1Tasks(MetaWorldML1Tasks.Config(**TINY, validation_tasks=50))
 
 
 @needs_metaworld

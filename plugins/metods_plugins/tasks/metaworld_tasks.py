@@ -95,6 +95,29 @@ def _simulators(reward_function_version: str, rollout_steps: int) -> MetaWorldSi
     return MetaWorldSimulators(partial(_build_simulator, reward_function_version, rollout_steps))
 
 
+def _split_ids(train: int, total: int, validation: int, seed: int) -> dict[str, torch.Tensor]:
+    """Return the indices of each split: the benchmark's ``train`` tasks ``0..train-1`` less
+    ``validation`` of them (a draw seeded by ``seed``, so fixed for a benchmark), the
+    ``validation`` ones, and its test tasks ``train..total-1``; each ascending, int64.
+
+    Raises:
+        MetodsError: ``validation`` leaves no train task.
+    """
+    if validation >= train:
+        raise MetodsError(
+            f"task.validation_tasks is {validation}, but the benchmark has {train} train tasks: "
+            f"keep at least one for training (validation_tasks at most {train - 1})"
+        )
+    held = torch.randperm(train, generator=torch.Generator().manual_seed(seed))[:validation]
+    kept = torch.ones(train, dtype=torch.bool)
+    kept[held] = False
+    return {
+        "train": torch.arange(train)[kept],
+        "validation": held.sort().values,
+        "test": torch.arange(train, total),
+    }
+
+
 @dataclass
 class MetaWorldTaskBatch(TaskBatch):
     """Meta-World tasks: ``task_id`` ``(batch,)`` int64, an index into the sampler's ``tasks``
@@ -128,6 +151,12 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
         on it. 0.004 brings reach's v1 reward into v2's range ([0, 9])."""
         benchmark_seed: int = Field(0, ge=0)
         """Seed of Meta-World's own goal draw, which fixes the benchmark's train and test tasks."""
+        validation_tasks: int = Field(0, ge=0)
+        """Keep this many of the benchmark's train tasks out of training as a validation split
+        (a fixed draw, seeded by ``benchmark_seed``, across all train classes): the periodic
+        meta-test also meets them (``validation/success``), and ``trainer.best_metric:
+        validation/success`` keeps the checkpoint they rate best, so that no test task chooses
+        it. The agent then trains on the others only; the test split is unchanged. 0: none."""
         observation: Literal["full", "robot"] = "full"
         """``full``: Meta-World's 39 numbers (hand, gripper, objects, the same one step before,
         the hidden goal's zeros); ``robot``: only the hand's position and the gripper's opening,
@@ -149,10 +178,13 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
         benchmark = _benchmark(self.kind, getattr(config, "env_name", ""), config.benchmark_seed)
         self.tasks: list[Any] = [*benchmark.train_tasks, *benchmark.test_tasks]
         """Every task: the benchmark's train tasks, then its test tasks."""
-        self.split_range = {
-            "train": (0, len(benchmark.train_tasks)),
-            "test": (len(benchmark.train_tasks), len(self.tasks)),
-        }
+        self.split_ids = _split_ids(
+            len(benchmark.train_tasks),
+            len(self.tasks),
+            config.validation_tasks,
+            config.benchmark_seed,
+        )
+        """Each split's indices into ``tasks``, ascending."""
         self.train_class_names = sorted({task.env_name for task in benchmark.train_tasks})
         self.test_class_names = sorted({task.env_name for task in benchmark.test_tasks})
         self.simulators = _simulators(config.reward_function_version, config.rollout_steps)
@@ -178,7 +210,7 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
     def reported_classes(self, split: Split) -> list[str]:
         """Return the task classes of ``split`` whose success is reported one by one
         (``success/<class>``): all of them when the split has several (ML10), none otherwise."""
-        names = self.train_class_names if split == "train" else self.test_class_names
+        names = self.test_class_names if split == "test" else self.train_class_names
         return names if len(names) > 1 else []
 
     def task_names(self, tasks: MetaWorldTaskBatch) -> list[str]:
@@ -189,18 +221,23 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
         """Draw ``n`` tasks of the benchmark's ``split``.
 
         Train: with replacement, independent draws (the meta-objective's expectation over
-        tasks). Test: without replacement, in passes over the split in a random order, so a
-        meta-test of as many lifetimes as held-out tasks meets each of them once (Meta-World
-        scores a policy on its whole test set); drawn with replacement, 50 lifetimes met about
-        32 of the 50 goals and the figure moved with which ones (docs/results.md).
+        tasks). Test and validation: without replacement, in passes over the split in a random
+        order, so a meta-test of as many lifetimes as held-out tasks meets each of them once
+        (Meta-World scores a policy on its whole test set); drawn with replacement, 50 lifetimes
+        met about 32 of the 50 goals and the figure moved with which ones (docs/results.md).
+
+        Raises:
+            ValueError: ``validation`` without ``validation_tasks``.
         """
-        low, high = self.split_range[split]
-        if split == "test":
-            passes = -(-n // (high - low))
-            order = [torch.randperm(high - low, generator=generator) for _ in range(passes)]
-            task_id = torch.cat(order)[:n] + low
+        if split == "validation" and not self.has_validation_split():
+            raise ValueError("this sampler has no validation split: set task.validation_tasks")
+        ids = self.split_ids[split]
+        if split == "train":
+            task_id = ids[torch.randint(0, len(ids), (n,), generator=generator)]
         else:
-            task_id = torch.randint(low, high, (n,), generator=generator)
+            passes = -(-n // len(ids))
+            order = [torch.randperm(len(ids), generator=generator) for _ in range(passes)]
+            task_id = ids[torch.cat(order)[:n]]
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         return MetaWorldTaskBatch(size=n, split=split, seed=seed, task_id=task_id)
 
@@ -235,6 +272,10 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
     def main_metric(self) -> str:
         """Meta-World ranks agents by success rate."""
         return "success"
+
+    def has_validation_split(self) -> bool:
+        """True with ``validation_tasks`` above 0."""
+        return self.config.validation_tasks > 0
 
 
 class MetaWorldML1Tasks(_MetaWorldTasks):
