@@ -5,6 +5,8 @@ clear errors of a recipe that asks for one it cannot have."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +162,22 @@ def test_evaluate_a_validation_split_the_task_lacks(
     code = main(["evaluate", str(tmp_path / "run"), "--split", "validation", "--episodes", "2"])
     assert code == 2
     assert "task.validation_tasks" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ranks_agree_on_the_best_validation_step_under_ddp(tmp_path: Path) -> None:
+    """With DDP on 2 CPU processes only rank 0 meta-tests, and its score decides on both ranks
+    (saving best.ckpt is collective: a disagreement would hang): the run ends, and best.ckpt is
+    the step of the highest logged validation return."""
+    recipe = write_recipe(tmp_path, trainer={"devices": 2, "strategy": "ddp", "max_steps": 4})
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "metods_core.cli", "train", str(recipe), "--run-dir", str(run)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    scores = [value for _, value in read_training_logs(run)["validation/mean_reward"]]
+    assert len(scores) == 2
+    winner = max(range(2), key=lambda i: (scores[i], -i))
+    folder = RunFolder(run)
+    assert checkpoint_outer_step(read_checkpoint(folder.best_checkpoint)) == 2 * (winner + 1)
+    state = read_checkpoint(folder.last_checkpoint)["callbacks"][STATE_KEY]
+    assert state["best"] == pytest.approx(max(scores), rel=1e-6)
