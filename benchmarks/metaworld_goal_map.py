@@ -70,10 +70,9 @@ def goal_map(
     if statistics_from is not None:
         restore_task_state(sampler, read_checkpoint(statistics_from))
     sampler.freeze_statistics()
-    low, high = sampler.split_range[split]
-    high = high if goals is None else min(high, low + goals)
-    tasks = sampler.sample(high - low, split, torch.Generator().manual_seed(1))  # type: ignore[arg-type]
-    tasks.task_id = torch.arange(low, high)
+    ids = sampler.split_ids[split] if goals is None else sampler.split_ids[split][:goals]
+    tasks = sampler.sample(len(ids), split, torch.Generator().manual_seed(1))  # type: ignore[arg-type]
+    tasks.task_id = ids.clone()
     env = sampler.make_env(tasks)
     hands: list[np.ndarray] = []
     step = env.step
@@ -154,7 +153,7 @@ def _cm(metres: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a metaworld_ml1 reach-v3 run folder")
-    parser.add_argument("--split", choices=["train", "test"], default="test")
+    parser.add_argument("--split", choices=["train", "validation", "test"], default="test")
     parser.add_argument("--rollouts", type=int, default=2, help="rollouts per lifetime")
     parser.add_argument("--goals", type=int, help="only the split's first N goals (default: all)")
     parser.add_argument("--checkpoint", help="a checkpoint file, or 'best' (default: the last)")

@@ -73,8 +73,8 @@ def probe(run_dir: Path, goals: int) -> dict[str, Any]:
     checkpoint = find_resume_checkpoint(run_dir, named_checkpoint(run_dir, None))
     agent = load_trained_agent(recipe, sampler, checkpoint, run_dir)
     sampler.freeze_statistics()
-    low, _ = sampler.split_range["train"]
-    original = [sampler.tasks[low + k] for k in range(goals)]
+    ids = [int(i) for i in sampler.split_ids["train"][:goals]]
+    original = [sampler.tasks[i] for i in ids]
     rand_vecs = [pickle.loads(task.data)["rand_vec"] for task in original]
     goal_of = np.stack([vec[3:] for vec in rand_vecs])  # (goals, 3)
     donor = donors(rand_vecs)
@@ -84,9 +84,9 @@ def probe(run_dir: Path, goals: int) -> dict[str, Any]:
     for condition, swap in (("own puck", False), ("another goal's puck", True)):
         for k in range(goals):
             puck = rand_vecs[donor[k] if swap else k][:3]
-            sampler.tasks[low + k] = with_puck(original[k], puck)
+            sampler.tasks[ids[k]] = with_puck(original[k], puck)
         tasks = sampler.sample(goals, "train", torch.Generator().manual_seed(1))
-        tasks.task_id = torch.arange(low, low + goals)
+        tasks.task_id = torch.tensor(ids)
         env = sampler.make_env(tasks)
         hands: list[np.ndarray] = []
         step = env.step
@@ -116,7 +116,7 @@ def probe(run_dir: Path, goals: int) -> dict[str, Any]:
             "other train goals": float(reached[others].mean()),
         }
         for k in range(goals):
-            sampler.tasks[low + k] = original[k]
+            sampler.tasks[ids[k]] = original[k]
     results["path_shift"] = float(np.linalg.norm(paths[1] - paths[0], axis=2).mean())
     return results
 
