@@ -10,13 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
+from best_checkpoint_state import best_state, set_saved_best_score
 
 from metods_core.cli import main
 from metods_core.recipe import RecipeError, load_recipe
 from metods_core.run_folder import RunFolder
 from metods_core.training import resume_run, train_recipe
-from metods_core.training.callbacks import BestCheckpoint
 from metods_core.training.checkpoints import checkpoint_outer_step, read_checkpoint
 
 HARLOW = Path(__file__).resolve().parents[2] / "recipes" / "harlow" / "metods.yaml"
@@ -31,7 +30,6 @@ TINY = [
     "trainer.keep_best=true",
     "trainer.best_window=2",
 ]
-STATE_KEY = BestCheckpoint.__qualname__
 
 
 def logged_returns(run: Path, column: str = "train/episode_reward") -> list[float]:
@@ -42,10 +40,6 @@ def logged_returns(run: Path, column: str = "train/episode_reward") -> list[floa
         with path.open() as file:
             values += [float(r[column]) for r in csv.DictReader(file) if r[column]]
     return values
-
-
-def best_state(path: Path) -> dict:
-    return read_checkpoint(path)["callbacks"][STATE_KEY]
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +113,7 @@ def test_best_score_survives_a_resume(trained: Path, tmp_path: Path) -> None:
     window can reach, best.ckpt is not replaced and the score is still there at the end."""
     run = Path(shutil.copytree(trained, tmp_path / "run"))
     folder = RunFolder(run)
-    checkpoint = torch.load(folder.last_checkpoint, weights_only=True)
-    checkpoint["callbacks"][STATE_KEY]["best"] = 1e9
-    torch.save(checkpoint, folder.last_checkpoint)
+    set_saved_best_score(folder, 1e9)
     before = folder.best_checkpoint.read_bytes()
     resume_run(run, ["trainer.max_steps=8"])
     assert len(logged_returns(run)) == 8

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
+from best_checkpoint_state import best_state, set_saved_best_score
 
 from metods_core.cli import main
 from metods_core.evaluation import evaluate_run
@@ -21,7 +21,6 @@ from metods_core.run_folder import RunFolder
 from metods_core.testing import check_task_sampler
 from metods_core.testing.fakes import FakeTasks
 from metods_core.training import resume_run, train_recipe
-from metods_core.training.callbacks import BestCheckpoint
 from metods_core.training.checkpoints import checkpoint_outer_step, read_checkpoint
 from metods_core.training_log import read_training_logs
 
@@ -50,7 +49,6 @@ RECIPE: dict[str, Any] = {
         "batch_tasks": 8,
     },
 }
-STATE_KEY = BestCheckpoint.__qualname__
 
 
 def write_recipe(folder: Path, **sections: dict[str, Any]) -> Path:
@@ -98,7 +96,7 @@ def test_best_checkpoint_is_the_best_validation_score(run: Path) -> None:
     winner = max(range(3), key=lambda i: (scores[i], -i))
     folder = RunFolder(run)
     assert checkpoint_outer_step(read_checkpoint(folder.best_checkpoint)) == 2 * (winner + 1)
-    state = read_checkpoint(folder.last_checkpoint)["callbacks"][STATE_KEY]
+    state = best_state(folder.last_checkpoint)
     assert state["metric"] == "validation/mean_reward"
     assert state["best"] == pytest.approx(max(scores), rel=1e-6)
     assert state["best_step"] == 2 * (winner + 1)
@@ -109,9 +107,7 @@ def test_a_resume_keeps_ranking_by_validation(run: Path, tmp_path: Path) -> None
     validation steps are still meta-tested and logged."""
     copy = Path(shutil.copytree(run, tmp_path / "run"))
     folder = RunFolder(copy)
-    checkpoint = torch.load(folder.last_checkpoint, weights_only=True)
-    checkpoint["callbacks"][STATE_KEY]["best"] = 1e9
-    torch.save(checkpoint, folder.last_checkpoint)
+    set_saved_best_score(folder, 1e9)
     before = folder.best_checkpoint.read_bytes()
     resume_run(copy, ["trainer.max_steps=8"])
     assert [step for step, _ in read_training_logs(copy)["validation/mean_reward"]][-1] == 7
@@ -179,5 +175,5 @@ def test_ranks_agree_on_the_best_validation_step_under_ddp(tmp_path: Path) -> No
     winner = max(range(2), key=lambda i: (scores[i], -i))
     folder = RunFolder(run)
     assert checkpoint_outer_step(read_checkpoint(folder.best_checkpoint)) == 2 * (winner + 1)
-    state = read_checkpoint(folder.last_checkpoint)["callbacks"][STATE_KEY]
+    state = best_state(folder.last_checkpoint)
     assert state["best"] == pytest.approx(max(scores), rel=1e-6)
