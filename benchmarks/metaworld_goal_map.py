@@ -70,7 +70,7 @@ def goal_map(
     if statistics_from is not None:
         restore_task_state(sampler, read_checkpoint(statistics_from))
     sampler.freeze_statistics()
-    ids = sampler.split_ids[split] if goals is None else sampler.split_ids[split][:goals]
+    ids = sampler.split_ids[split][:goals]  # all of them when goals is None
     tasks = sampler.sample(len(ids), split, torch.Generator().manual_seed(1))  # type: ignore[arg-type]
     tasks.task_id = ids.clone()
     env = sampler.make_env(tasks)

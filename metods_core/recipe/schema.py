@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, InstanceOf, create_model, fie
 from metods_core.agent import AgentConfig
 from metods_core.errors import MetodsError
 from metods_core.interfaces.config import ComponentConfig
+from metods_core.training_log import TEST_PREFIX, TRAIN_PREFIX, VALIDATION_PREFIX
 
 COMPONENTS: tuple[str, ...] = ("task", "plasticity", "readout", "meta_optimizer")
 """The recipe sections that name a plugin."""
@@ -111,10 +112,10 @@ class TrainerConfig(BaseModel):
     def _training_or_validation_metric_name(cls, name: str | None) -> str | None:
         if name is None:
             return name
-        prefix, _, rest = name.partition("/")
-        if prefix == "validation" and rest:
+        if name.startswith(VALIDATION_PREFIX) and name != VALIDATION_PREFIX:
             return name
-        if name == "" or prefix in ("train", "test", "validation"):
+        prefixes = (TRAIN_PREFIX, TEST_PREFIX, VALIDATION_PREFIX)
+        if name == "" or f"{name.partition('/')[0]}/" in prefixes:
             raise ValueError(
                 "not a training or validation metric's name: give a training metric without "
                 "the 'train/' prefix (episode_reward, success), or a validation metric with "

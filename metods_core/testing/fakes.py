@@ -183,9 +183,9 @@ class FakeTasks(TaskSampler):
         """Draw ``n`` tasks of ``split`` with ``generator``."""
         if split == "validation" and not self.config.validation:
             raise ValueError("FakeTasks has no validation split: set validation=True")
-        low, width = {"train": (-1.0, 1.0), "validation": (-0.5, 0.5), "test": (0.0, 1.0)}[split]
-        if self.config.validation and split == "train":
-            width = 0.5
+        train_width = 0.5 if self.config.validation else 1.0
+        ranges = {"train": (-1.0, train_width), "validation": (-0.5, 0.5), "test": (0.0, 1.0)}
+        low, width = ranges[split]
         cue = low + width * torch.rand(n, self.config.cue_size, generator=generator)
         target: torch.Tensor
         if self.config.continuous:
