@@ -19,9 +19,12 @@ class OuterStepProgressBar(TQDMProgressBar):
         """Start the bar at the outer step the run resumes from."""
         super().on_train_epoch_start(trainer, *args)
         start = int(getattr(trainer.lightning_module, "outer_step", 0))
-        self.train_progress_bar.reset(total=self.max_steps)
-        self.train_progress_bar.initial = start
-        self.train_progress_bar.set_description("Outer steps")
+        bar = self.train_progress_bar
+        bar.reset(total=self.max_steps)
+        # Count from the resumed step: with ``initial`` alone, the first draw would show
+        # 0 of max_steps and a negative rate (n - initial < 0).
+        bar.initial = bar.n = bar.last_print_n = start
+        bar.set_description("Outer steps")
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any

@@ -3,6 +3,7 @@ diverged run recovers from its last finite checkpoint with a lower learning rate
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -137,3 +138,19 @@ def test_the_critic_s_gradient_share_may_change_on_resume(trained: Path, tmp_pat
     assert read_run_recipe(cut).agent.value_gradient == 0.0
     first, second = _last(plain)["state_dict"], _last(cut)["state_dict"]
     assert any(not torch.equal(first[key], second[key]) for key in first)
+
+
+def test_progress_bar_counts_from_the_resumed_step(
+    trained: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """After a resume at outer step 2 of 4, every draw of the bar reads 2/4 or more, and
+    none shows a negative rate (the bar once drew 0/4 and ``-74065.54it/s`` first)."""
+    run = _copy(trained, tmp_path, "run")
+    capfd.readouterr()
+    resume_run(run, ["trainer.max_steps=4"])
+    output = capfd.readouterr()
+    draws = re.findall(r"Outer steps:[^\r\n]*", output.out + output.err)
+    counts = [re.search(r"\| (\d+)/4 ", draw) for draw in draws]
+    assert draws and all(count is not None for count in counts), draws
+    assert counts[0].group(1) == "2" and {int(c.group(1)) for c in counts} <= {2, 3, 4}
+    assert not any("-" in draw.split("[", 1)[1] for draw in draws), draws
