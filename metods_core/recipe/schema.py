@@ -101,8 +101,9 @@ class TrainerConfig(BaseModel):
     """The metric ``keep_best`` maximises: a training metric, as logged under ``train/`` but
     named without the prefix (``episode_reward``, ``success``), or a metric of the periodic
     meta-test of a validation split, with its prefix (``validation/success``: needs
-    ``evaluation.every_n_steps`` and a task with a validation split, such as Meta-World's
-    ``validation_tasks``; each validation meta-test is compared, ``best_window`` aside). None:
+    ``evaluation.validation_every_n_steps`` or ``every_n_steps`` and a task with a validation
+    split, such as Meta-World's ``validation_tasks``; each validation meta-test is compared,
+    ``best_window`` aside). None:
     the task's main metric, the one ``metods evaluate`` ranks by (the return; success on
     Meta-World). Never a ``test/`` metric: choosing a checkpoint by its held-out score would
     leak the test set into the result."""
@@ -177,8 +178,12 @@ class EvaluationConfig(BaseModel):
     Fewer keep it cheap: each costs ``periodic_episodes / batch_tasks`` lifetimes' time."""
     validation_episodes: int | None = Field(default=None, gt=0, le=MAX_STEPS)
     """Lifetimes of each periodic meta-test of the validation split, for a task that has one
-    (logged as ``validation/<metric>`` at the same outer steps as ``test/``); None:
-    ``periodic_episodes``."""
+    (logged as ``validation/<metric>``); None: ``periodic_episodes``."""
+    validation_every_n_steps: int | None = Field(default=None, gt=0, le=MAX_STEPS)
+    """Meta-test the validation split every this many outer steps, for a task that has one;
+    None: at ``every_n_steps`` (neither set: never). A checkpoint chosen by
+    ``trainer.best_metric: validation/...`` is one of these steps, so a finer grid than the
+    test curve's costs only the (smaller) validation meta-tests."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,7 +79,7 @@ class BestCheckpoint(Callback):
             raise MetodsError(
                 f"trainer.best_metric is {self.metric}, a metric of the periodic meta-test of "
                 "the validation split, but the run meta-tests nothing while it trains: set "
-                "evaluation.every_n_steps (for example 20)"
+                "evaluation.validation_every_n_steps or evaluation.every_n_steps (for example 10)"
             )
         if sampler is None or not sampler.has_validation_split():
             raise MetodsError(

@@ -17,8 +17,9 @@ N is the one ``metods evaluate --episodes E`` gives on the checkpoint of step N,
 run wait for it at their next collective operation.
 
 A task with a validation split (``TaskSampler.has_validation_split``: Meta-World's
-``validation_tasks``) gets a second instance, ``PeriodicMetaTest(recipe, "validation")``, at the
-same outer steps: it logs ``validation/<key>`` and keeps its latest means for ``BestCheckpoint``
+``validation_tasks``) gets a second instance, ``PeriodicMetaTest(recipe, "validation")``, every
+``evaluation.validation_every_n_steps`` outer steps (default ``every_n_steps``): it logs
+``validation/<key>`` and keeps its latest means for ``BestCheckpoint``
 (``trainer.best_metric: validation/success``). It runs before the checkpoints of its outer step
 are saved, so that they hold the best-checkpoint state that includes it; the test meta-test
 runs after them.
@@ -43,8 +44,17 @@ from metods_core.training_log import TEST_PREFIX, VALIDATION_PREFIX
 _PREFIXES: dict[str, str] = {"test": TEST_PREFIX, "validation": VALIDATION_PREFIX}
 
 
+def periodic_every_n_steps(recipe: Recipe, split: Split) -> int | None:
+    """How often the recipe meta-tests ``split`` while it trains (None: never)."""
+    evaluation = recipe.evaluation
+    if split == "validation" and evaluation.validation_every_n_steps is not None:
+        return evaluation.validation_every_n_steps
+    return evaluation.every_n_steps
+
+
 class PeriodicMetaTest(Callback):
-    """Every ``evaluation.every_n_steps`` outer steps, meta-test ``split`` and log
+    """Every ``evaluation.every_n_steps`` outer steps (validation:
+    ``validation_every_n_steps``, default ``every_n_steps``), meta-test ``split`` and log
     ``<split>/<key>`` (``test/<key>``, or ``validation/<key>``).
 
     The validation instance does nothing for a task without a validation split.
@@ -58,12 +68,12 @@ class PeriodicMetaTest(Callback):
     """
 
     def __init__(self, recipe: Recipe, split: Split = "test") -> None:
-        every = recipe.evaluation.every_n_steps
-        if every is None:
-            raise ValueError("PeriodicMetaTest needs evaluation.every_n_steps")
         if split not in _PREFIXES:
             raise ValueError(f"PeriodicMetaTest meta-tests test or validation, not {split!r}")
         evaluation = recipe.evaluation
+        every = periodic_every_n_steps(recipe, split)
+        if every is None:
+            raise ValueError(f"PeriodicMetaTest({split!r}) needs evaluation.every_n_steps")
         self.recipe = recipe
         self.split: Split = split
         self.prefix = _PREFIXES[split]

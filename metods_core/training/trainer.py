@@ -28,7 +28,7 @@ from metods_core.training.checkpoints import (
 from metods_core.training.data import TaskDataModule
 from metods_core.training.loggers import create_loggers
 from metods_core.training.module import MetaLearningModule
-from metods_core.training.periodic_meta_test import PeriodicMetaTest
+from metods_core.training.periodic_meta_test import PeriodicMetaTest, periodic_every_n_steps
 from metods_core.training.progress import OuterStepProgressBar
 from metods_core.training.resume import (
     ApplyOptimizerSettings,
@@ -126,9 +126,10 @@ def _set_threads(recipe: Recipe) -> None:
 def create_trainer(recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] = ()) -> L.Trainer:
     """Return the Lightning Trainer the recipe asks for, logging and saving into ``run_dir``."""
     config = recipe.trainer
-    periodic = recipe.evaluation.every_n_steps is not None
+    periodic = periodic_every_n_steps(recipe, "test") is not None
+    validating = periodic_every_n_steps(recipe, "validation") is not None
     # before the checkpoints: best.ckpt may rank by it, and they save the state that includes it
-    validation = PeriodicMetaTest(recipe, "validation") if periodic else None
+    validation = PeriodicMetaTest(recipe, "validation") if validating else None
     return L.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,

@@ -114,10 +114,35 @@ def test_a_resume_keeps_ranking_by_validation(run: Path, tmp_path: Path) -> None
     assert folder.best_checkpoint.read_bytes() == before
 
 
+def test_the_validation_split_has_its_own_cadence(tmp_path: Path) -> None:
+    """``validation_every_n_steps: 1`` with ``every_n_steps: 4``: validation at every outer
+    step, the test split at step 4 only, and best.ckpt at the best of the four validation
+    steps, also those that save no periodic checkpoint; without ``every_n_steps`` the
+    validation meta-test still runs, and nothing is logged under ``test/``."""
+    steps = {"max_steps": 4}
+    recipe = write_recipe(
+        tmp_path, trainer=steps, evaluation={"every_n_steps": 4, "validation_every_n_steps": 1}
+    )
+    run = train_recipe(load_recipe(recipe), tmp_path / "run")
+    logs = read_training_logs(run)
+    assert [step for step, _ in logs["validation/mean_reward"]] == [0, 1, 2, 3]
+    assert [step for step, _ in logs["test/mean_reward"]] == [3]
+    scores = [value for _, value in logs["validation/mean_reward"]]
+    winner = max(range(4), key=lambda i: (scores[i], -i))
+    best = read_checkpoint(RunFolder(run).best_checkpoint)
+    assert checkpoint_outer_step(best) == winner + 1
+    alone = write_recipe(
+        tmp_path, trainer=steps, evaluation={"every_n_steps": None, "validation_every_n_steps": 2}
+    )
+    logs = read_training_logs(train_recipe(load_recipe(alone), tmp_path / "alone"))
+    assert [step for step, _ in logs["validation/mean_reward"]] == [1, 3]
+    assert not any(column.startswith("test/") for column in logs)
+
+
 @pytest.mark.parametrize(
     ("sections", "advice"),
     [
-        ({"evaluation": {"every_n_steps": None}}, "evaluation.every_n_steps"),
+        ({"evaluation": {"every_n_steps": None}}, "evaluation.validation_every_n_steps"),
         ({"task": {"validation": False}}, "no validation split"),
         ({"trainer": {"best_metric": "validation/sucess"}}, "validation/mean_reward"),
     ],
