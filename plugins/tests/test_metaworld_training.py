@@ -77,6 +77,7 @@ def _train_tiny(recipe: str, tmp_path: Path, extra: list[str]) -> dict[str, Any]
     from metods_core.recipe import load_recipe
     from metods_core.training import train_recipe
     from metods_core.training.checkpoints import read_checkpoint
+    from metods_core.training_log import read_training_logs
 
     overrides = [
         "task.rollout_steps=6",
@@ -88,6 +89,12 @@ def _train_tiny(recipe: str, tmp_path: Path, extra: list[str]) -> dict[str, Any]
         "trainer.compile=false",
         "trainer.keep_best=true",
         "trainer.best_window=1",
+        # the periodic meta-tests (test and validation splits) once, at the last step, small
+        "evaluation.every_n_steps=2",
+        "evaluation.validation_every_n_steps=2",
+        "evaluation.periodic_episodes=2",
+        "evaluation.validation_episodes=2",
+        "evaluation.batch_tasks=2",
         *extra,
     ]
     run_dir = train_recipe(
@@ -98,9 +105,12 @@ def _train_tiny(recipe: str, tmp_path: Path, extra: list[str]) -> dict[str, Any]
     version, scale = SHIPPED_REWARD[recipe]
     assert f"reward_function_version: {version}" in written
     assert f"reward_scale: {scale}" in written
-    # best.ckpt ranks by the task's main metric, the training success rate, not the return
+    # best.ckpt ranks by the validation goals' success rate, never the held-out goals'
     best = read_checkpoint(run_dir / "checkpoints" / "best.ckpt")["callbacks"]["BestCheckpoint"]
-    assert best["metric"] == "success" and 0.0 <= best["best"] <= 1.0
+    assert best["metric"] == "validation/success" and 0.0 <= best["best"] <= 1.0
+    logged = read_training_logs(run_dir)
+    assert [step for step, _ in logged["validation/success"]] == [1]
+    assert [step for step, _ in logged["test/success"]] == [1]
     return evaluate_run(run_dir, episodes=2, overrides=["evaluation.batch_tasks=2"])
 
 
@@ -110,7 +120,8 @@ def _train_tiny(recipe: str, tmp_path: Path, extra: list[str]) -> dict[str, Any]
 def test_each_sampler_trains_and_meta_tests(recipe: str, tmp_path: Path) -> None:
     """Two outer steps through the real trainer, then a meta-test on held-out tasks that
     reports success per rollout, and for ML10 per task class: the held-out classes in the
-    evaluation (their counts add up to the lifetimes), the train classes in the training log."""
+    evaluation (their counts add up to the lifetimes), the train classes in the training log,
+    beside those the periodic meta-tests of the validation and test splits met."""
     from metods_core.training_log import read_training_logs
 
     summary = _train_tiny(recipe, tmp_path / "run", ["agent.hidden=8"])
@@ -125,7 +136,13 @@ def test_each_sampler_trains_and_meta_tests(recipe: str, tmp_path: Path) -> None
     sampler = MetaWorldML10Tasks(MetaWorldML10Tasks.Config(**TINY))
     assert per_class == {f"success/{name}" for name in sampler.test_class_names}
     assert sum(summary[f"{key}_n"] for key in per_class) == 2
-    assert logged == {f"train/success/{name}" for name in sampler.train_class_names}
+    trained = {c for c in logged if c.startswith("train/")}
+    assert trained == {f"train/success/{name}" for name in sampler.train_class_names}
+    # the periodic meta-tests log the classes they met: validation tasks are train classes'
+    validated = {c.removeprefix("validation/success/") for c in logged if "validation/" in c}
+    tested = {c.removeprefix("test/success/") for c in logged if c.startswith("test/")}
+    assert validated and validated <= set(sampler.train_class_names)
+    assert tested and tested <= set(sampler.test_class_names)
 
 
 @needs_metaworld
