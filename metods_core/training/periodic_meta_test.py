@@ -73,7 +73,10 @@ class PeriodicMetaTest(Callback):
         evaluation = recipe.evaluation
         every = periodic_every_n_steps(recipe, split)
         if every is None:
-            raise ValueError(f"PeriodicMetaTest({split!r}) needs evaluation.every_n_steps")
+            needed = "every_n_steps"
+            if split == "validation":
+                needed = "validation_every_n_steps or every_n_steps"
+            raise ValueError(f"PeriodicMetaTest({split!r}) needs evaluation.{needed}")
         self.recipe = recipe
         self.split: Split = split
         self.prefix = _PREFIXES[split]

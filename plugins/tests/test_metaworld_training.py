@@ -139,7 +139,9 @@ def test_each_sampler_trains_and_meta_tests(recipe: str, tmp_path: Path) -> None
     trained = {c for c in logged if c.startswith("train/")}
     assert trained == {f"train/success/{name}" for name in sampler.train_class_names}
     # the periodic meta-tests log the classes they met: validation tasks are train classes'
-    validated = {c.removeprefix("validation/success/") for c in logged if "validation/" in c}
+    validated = {
+        c.removeprefix("validation/success/") for c in logged if c.startswith("validation/")
+    }
     tested = {c.removeprefix("test/success/") for c in logged if c.startswith("test/")}
     assert validated and validated <= set(sampler.train_class_names)
     assert tested and tested <= set(sampler.test_class_names)
