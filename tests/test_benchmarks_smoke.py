@@ -171,3 +171,16 @@ def test_outer_step_split_settings_of_several_fields():
     first, second = json.loads(done.stdout)
     assert first["overrides"][-1] == "meta_optimizer.epochs=1"
     assert second["overrides"][-2:] == ["meta_optimizer.window=3", "meta_optimizer.minibatches=4"]
+
+
+def test_every_benchmark_script_has_a_readme_section():
+    """benchmarks/README.md is where a benchmark is found: each script there has a heading."""
+    benchmarks = SCRIPT.parent
+    readme = (benchmarks / "README.md").read_text()
+    headings = [line for line in readme.splitlines() if line.startswith("## ")]
+    missing = [
+        script.name
+        for script in sorted(benchmarks.glob("*.py"))
+        if not any(f"`{script.name}`" in heading for heading in headings)
+    ]
+    assert not missing, f"benchmarks/README.md has no '## ' heading naming {missing}"
