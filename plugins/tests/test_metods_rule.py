@@ -371,6 +371,21 @@ def algorithm_1(rule: MetODSRule, x: torch.Tensor, weights: torch.Tensor) -> tup
 def test_fused_step_equals_algorithm_1_with_gradients(config: dict[str, Any]) -> None:
     """The fused step (no intermediate W(s)) gives Algorithm 1's outputs and gradients
     (to every meta-parameter, the input and the previous W) over three steps, to 1e-10."""
+    _assert_step_is_algorithm_1(config, compiled=False)
+
+
+def test_compiled_step_equals_algorithm_1_with_gradients() -> None:
+    """Under ``torch.compile`` the step builds its writes by broadcasting, not by ``bmm``
+    (``_sum_of_outer_products``): the same outputs and gradients as Algorithm 1, to 1e-10,
+    for the MuJoCo recipes' rule (S = 2, linear write, one alpha per synapse). One case only:
+    compiling forward and backward takes about 20 s here."""
+    torch._dynamo.reset()
+    _assert_step_is_algorithm_1({"recursion_steps": 2, "write": "linear"}, compiled=True)
+
+
+def _assert_step_is_algorithm_1(config: dict[str, Any], compiled: bool) -> None:
+    """Run the rule's step (compiled or not) and Algorithm 1 for three steps from the same
+    random coefficients, alpha, input and W; compare outputs, W and every gradient."""
     torch.manual_seed(0)
     rule = build(6, initial_weights="zeros", **config)
     kappa, beta = random_coefficients(config["recursion_steps"], seed=3)
@@ -379,7 +394,8 @@ def test_fused_step_equals_algorithm_1_with_gradients(config: dict[str, Any]) ->
         if rule.alpha is not None:
             rule.alpha.copy_(torch.rand_like(rule.alpha) * 2 - 1)
     results = []
-    for step in (rule.step, lambda x, w: algorithm_1(rule, x, w)):
+    step_under_test = torch.compile(rule.step, fullgraph=True) if compiled else rule.step
+    for step in (step_under_test, lambda x, w: algorithm_1(rule, x, w)):
         x = (randn(3, 4, 6, seed=5) * 0.5).requires_grad_()
         w0 = (randn(4, 6, 6, seed=6) * 0.3).requires_grad_()
         weights, outputs = w0, []

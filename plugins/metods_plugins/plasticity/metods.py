@@ -208,9 +208,7 @@ class MetODSRule(PlasticityRule):
             writes_post.append(self._post(v_prev))
             activations.append(v_new)
         final = composition[steps]
-        pre = torch.stack(writes_pre, dim=-1) * final[1:]  # (batch, N, S), scaled by d_S
-        post = torch.stack(writes_post, dim=-2)  # (batch, S, N)
-        written = torch.bmm(pre, post)  # sum_j d_S[j] v(j-1) post(v(j-1))^T, (batch, N, N)
+        written = _sum_of_outer_products(writes_pre, writes_post, final[1:])
         return activations[-1], final[0] * state + self._gate(written)
 
     def _one_recursion(
@@ -269,6 +267,32 @@ class MetODSRule(PlasticityRule):
         else:  # one matrix product for all J writes
             applied = (projected.reshape(-1, self.size) @ self.alpha.t()).view(projected.shape)
         return (scales[:, None, None] * pre * applied).sum(0)
+
+
+def _sum_of_outer_products(
+    pre: list[torch.Tensor], post: list[torch.Tensor], scales: torch.Tensor
+) -> torch.Tensor:
+    """Return ``sum_j scales[j] pre_j post_j^T``: the S writes of a step in one matrix.
+
+    Args:
+        pre, post: S tensors ``(batch, N)`` each; scales: ``(S,)``.
+
+    Returns:
+        ``(batch, N, N)``.
+
+    Eager, one ``bmm`` of inner size S. Under ``torch.compile``, a sum of broadcast outer
+    products instead: it is pointwise, so the compiler fuses it with the decay and alpha into
+    one pass over W (and likewise in backward), where a ``bmm`` stays an external call with
+    its own passes. Measured on the rule alone (N = 64, S = 2, 200 steps forward and
+    backward): 0.74x the time of the ``bmm`` compiled, but 1.3-1.4x eager (docs/results.md).
+    """
+    if torch.compiler.is_compiling():
+        written = (scales[0] * pre[0]).unsqueeze(-1) * post[0].unsqueeze(-2)
+        for j in range(1, len(pre)):  # chained adds, not a stack: nothing materialised
+            written = written + (scales[j] * pre[j]).unsqueeze(-1) * post[j].unsqueeze(-2)
+        return written
+    scaled = torch.stack(pre, dim=-1) * scales  # (batch, N, S)
+    return torch.bmm(scaled, torch.stack(post, dim=-2))  # (batch, N, S) x (batch, S, N)
 
 
 def _read(weights: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
