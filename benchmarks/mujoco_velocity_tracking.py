@@ -34,12 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from metods_plugins.tasks.mujoco_env import MuJoCoBatchedEnv
-from metods_plugins.tasks.mujoco_tasks import (
-    AntDirTasks,
-    CheetahDirTasks,
-    CheetahVelTasks,
-    MuJoCoTaskBatch,
-)
+from metods_plugins.tasks.mujoco_tasks import CheetahVelTasks, MuJoCoTaskBatch
 
 from metods_core.components import create_task_sampler
 from metods_core.evaluation import load_trained_agent, meta_test
@@ -49,17 +44,6 @@ from metods_core.training.run_dir import read_run_recipe
 MAX_BINS = 5
 
 
-def task_velocity(sampler: Any, info: dict[str, Any], target: np.ndarray) -> np.ndarray:
-    """Return the velocity the task's reward reads, ``(batch,)``, from a vector step's info."""
-    if isinstance(sampler, CheetahVelTasks):
-        return np.asarray(info["x_velocity"], dtype=np.float64)
-    if isinstance(sampler, CheetahDirTasks):
-        return target * np.asarray(info["x_velocity"], dtype=np.float64)
-    if isinstance(sampler, AntDirTasks):
-        return np.cos(target) * info["x_velocity"] + np.sin(target) * info["y_velocity"]
-    raise SystemExit(f"no velocity is defined for the task sampler {type(sampler).__name__}")
-
-
 def record_velocities(run_dir: Path, lifetimes: int, checkpoint: str | None) -> dict[str, Any]:
     """Meta-test the run's checkpoint on ``lifetimes`` held-out tasks as ``metods evaluate``
     does; return ``target`` ``(lifetimes,)``, ``velocity`` ``(lifetimes, steps)`` (the task's
@@ -67,6 +51,8 @@ def record_velocities(run_dir: Path, lifetimes: int, checkpoint: str | None) -> 
     ``(lifetimes, steps)`` and the task's name."""
     recipe = read_run_recipe(run_dir, [])
     sampler = create_task_sampler(recipe)
+    if not callable(getattr(sampler, "task_velocity", None)):  # the MuJoCo families
+        raise SystemExit(f"{run_dir} is not a cheetah_vel, cheetah_dir or ant_dir run")
     path = find_resume_checkpoint(run_dir, named_checkpoint(run_dir, checkpoint))
     agent = load_trained_agent(recipe, sampler, path, run_dir)
     targets: list[np.ndarray] = []
@@ -80,7 +66,7 @@ def record_velocities(run_dir: Path, lifetimes: int, checkpoint: str | None) -> 
         reward_fn = env.reward_fn
 
         def recording_reward(info: dict[str, Any]) -> np.ndarray:
-            steps.append(task_velocity(sampler, info, target))
+            steps.append(sampler.task_velocity(info, target))  # type: ignore[attr-defined]
             return reward_fn(info)
 
         env.reward_fn = recording_reward

@@ -168,6 +168,11 @@ class _MuJoCoTasks(ObservationStatistics, TaskSampler, abc.ABC):
         """Draw the targets ``(n,)`` of ``n`` tasks."""
 
     @abc.abstractmethod
+    def task_velocity(self, info: dict[str, Any], target: np.ndarray) -> np.ndarray:
+        """Return the velocity the reward reads, ``(batch,)``, from a vector step's ``info``:
+        ``v_x`` (cheetah_vel), ``d * v_x`` (cheetah_dir), the speed along ``theta`` (ant_dir)."""
+
+    @abc.abstractmethod
     def _reward(self, info: dict[str, Any], target: np.ndarray) -> np.ndarray:
         """Return the rewards ``(batch,)`` of a vector step's ``info`` for ``target``."""
 
@@ -227,8 +232,11 @@ class CheetahVelTasks(_MuJoCoTasks):
         low, high = self.config.min_velocity, self.config.max_velocity
         return low + (high - low) * torch.rand(n, generator=generator)
 
+    def task_velocity(self, info: dict[str, Any], target: np.ndarray) -> np.ndarray:
+        return np.asarray(info["x_velocity"])
+
     def _reward(self, info: dict[str, Any], target: np.ndarray) -> np.ndarray:
-        return -np.abs(info["x_velocity"] - target) + info["reward_ctrl"]
+        return -np.abs(self.task_velocity(info, target) - target) + info["reward_ctrl"]
 
 
 class CheetahDirTasks(_MuJoCoTasks):
@@ -239,8 +247,11 @@ class CheetahDirTasks(_MuJoCoTasks):
     def _draw_targets(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return torch.randint(0, 2, (n,), generator=generator).float() * 2 - 1
 
+    def task_velocity(self, info: dict[str, Any], target: np.ndarray) -> np.ndarray:
+        return target * info["x_velocity"]
+
     def _reward(self, info: dict[str, Any], target: np.ndarray) -> np.ndarray:
-        return target * info["x_velocity"] + info["reward_ctrl"]
+        return self.task_velocity(info, target) + info["reward_ctrl"]
 
 
 class AntDirTasks(_MuJoCoTasks):
@@ -264,7 +275,10 @@ class AntDirTasks(_MuJoCoTasks):
     def _draw_targets(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return torch.rand(n, generator=generator) * (2 * math.pi)
 
+    def task_velocity(self, info: dict[str, Any], target: np.ndarray) -> np.ndarray:
+        return np.cos(target) * info["x_velocity"] + np.sin(target) * info["y_velocity"]
+
     def _reward(self, info: dict[str, Any], target: np.ndarray) -> np.ndarray:
-        forward = np.cos(target) * info["x_velocity"] + np.sin(target) * info["y_velocity"]
+        forward = self.task_velocity(info, target)
         costs = info["reward_ctrl"] + info["reward_contact"]
         return forward + info["reward_survive"] + costs
