@@ -81,16 +81,17 @@ class Action(NamedTuple):
 
 
 class Evaluation(NamedTuple):
-    """One step of replaying given actions: ``Agent.evaluate_actions``'s result."""
+    """Replaying given actions: ``Agent.evaluate_actions``'s result for one step, each
+    ``(batch,)``; ``Agent.evaluate_span``'s for consecutive steps, each ``(steps, batch)``."""
 
     log_prob: torch.Tensor
-    """The given action's log-probability under the policy ``(batch,)``."""
+    """The given action's log-probability under the policy ``(batch,)`` or ``(steps, batch)``."""
     entropy: torch.Tensor
-    """The policy's entropy ``(batch,)``."""
+    """The policy's entropy ``(batch,)`` or ``(steps, batch)``."""
     value: torch.Tensor
-    """The critic's estimate ``(batch,)``."""
+    """The critic's estimate ``(batch,)`` or ``(steps, batch)``."""
     state: State
-    """The rule's new state."""
+    """The rule's state after the (last) step."""
 
 
 class Agent(nn.Module):
@@ -120,6 +121,9 @@ class Agent(nn.Module):
         )
         self.rule = rule
         self.readout = readout
+        self.replay_span = 1
+        """Steps per call of a replay (``metods_core.rollout.replay_steps``); set by
+        ``compile_step``. 1: one ``evaluate_actions`` call per step."""
 
     def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
         """Return optimizer parameter groups of the trainable meta-parameters.
@@ -187,20 +191,31 @@ class Agent(nn.Module):
         """Whether ``compile_step`` replaced ``step`` by its compiled form."""
         return "step" in self.__dict__
 
-    def compile_step(self) -> None:
+    def compile_step(self, replay_span: int = 1) -> None:
         """Compile ``step``, ``act`` and ``evaluate_actions``: encoder, rule, read-out (and
         sampling or scoring) in one graph each.
 
         One compiled call per environment step (and one compiled node in backward) instead of
         the rule alone: the encoder's and read-out's operators fuse with the rule's, and the
         per-call overhead is paid once. The state is explicit, so no buffer is captured.
+
+        Args:
+            replay_span: with more than 1, also compile ``evaluate_span`` over this many steps
+                and make replays call it (``replay_span``): one call, and one node in
+                backward, per ``replay_span`` steps. The graph is unrolled in time, so it takes
+                about ``replay_span`` times longer to compile.
         """
+        if replay_span < 1:
+            raise ValueError(f"replay_span must be at least 1, got {replay_span}")
         if not self.step_is_compiled:
             self.step = torch.compile(self.step)  # type: ignore[method-assign]
             self.act = torch.compile(self.act)  # type: ignore[method-assign]
             self.evaluate_actions = torch.compile(  # type: ignore[method-assign]
                 self.evaluate_actions
             )
+        if replay_span > 1 and "evaluate_span" not in self.__dict__:
+            self.evaluate_span = torch.compile(self.evaluate_span)  # type: ignore[method-assign]
+        self.replay_span = replay_span
 
     def step(
         self,
@@ -291,5 +306,48 @@ class Agent(nn.Module):
             log_prob=distribution.log_prob(action),
             entropy=distribution.entropy(),
             value=value,
+            state=state,
+        )
+
+    def evaluate_span(
+        self,
+        observations: torch.Tensor,
+        previous_actions: torch.Tensor,
+        previous_rewards: torch.Tensor,
+        state: State,
+        new_episode: torch.Tensor,
+        actions: torch.Tensor,
+    ) -> Evaluation:
+        """``evaluate_actions`` over consecutive steps, in one call (one compiled graph, unrolled
+        in time, under ``compile_step(replay_span=steps)``).
+
+        Each argument but ``state`` is ``evaluate_actions``'s with a leading ``steps`` axis:
+        ``observations`` ``(steps, batch, *obs_shape)``, ``previous_actions``
+        ``(steps, batch, action_size)``, ``previous_rewards`` and ``new_episode``
+        ``(steps, batch)``, ``actions`` ``(steps, batch)`` or ``(steps, batch, dims)``.
+
+        Returns:
+            log-probabilities, entropies and values ``(steps, batch)``, and the state after
+            the last step.
+        """
+        log_probs, entropies, values = [], [], []
+        for t in range(observations.shape[0]):
+            scored = Agent.evaluate_actions(
+                self,
+                observations[t],
+                previous_actions[t],
+                previous_rewards[t],
+                state,
+                new_episode[t],
+                actions[t],
+            )
+            state = scored.state
+            log_probs.append(scored.log_prob)
+            entropies.append(scored.entropy)
+            values.append(scored.value)
+        return Evaluation(
+            log_prob=torch.stack(log_probs),
+            entropy=torch.stack(entropies),
+            value=torch.stack(values),
             state=state,
         )

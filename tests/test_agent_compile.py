@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from metods_core.agent import Agent
 from metods_core.components import create_agent, create_task_sampler
+from metods_core.errors import MetodsError
 from metods_core.recipe import load_recipe
 from metods_core.rollout import replay_lifetimes, run_lifetimes
 
@@ -79,3 +81,70 @@ def test_compiled_replay_matches_the_rollout_and_the_eager_replay() -> None:
         gradients.append(torch.autograd.grad(loss, parameters))
     for got, expected in zip(*gradients, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def _replay_and_gradients(agent: torch.nn.Module, record) -> tuple:
+    """Replay ``record`` whole; return the replay and its loss's meta-gradients."""
+    replay = replay_lifetimes(agent, record)
+    loss = -replay.log_probs.sum() + replay.values.square().sum() - replay.entropies.sum()
+    parameters = [p for p in agent.parameters() if p.requires_grad]
+    return replay, torch.autograd.grad(loss, parameters)
+
+
+def _recorded_lifetimes(sampler, agent) -> tuple:
+    tasks = sampler.sample(6, "train", torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        return run_lifetimes(
+            agent, sampler.make_env(tasks), torch.Generator().manual_seed(1), record=True
+        )
+
+
+def test_replay_in_spans_equals_the_replay_step_by_step() -> None:
+    """``replay_span`` 3 over 20 steps (6 spans through ``evaluate_span``, 2 steps left over
+    through ``evaluate_actions``): the rollout's outputs and the step-by-step replay's
+    gradients again (eager, so exactly the same operators)."""
+    sampler, eager, _ = _eager_and_compiled()
+    lifetimes = _recorded_lifetimes(sampler, eager)
+    by_step, by_step_grads = _replay_and_gradients(eager, lifetimes.record)
+    spanned = copy.deepcopy(eager)
+    spanned.replay_span = 3
+    calls = []
+    spanned.evaluate_span = lambda *args: calls.append(1) or Agent.evaluate_span(spanned, *args)
+    by_span, by_span_grads = _replay_and_gradients(spanned, lifetimes.record)
+    assert len(calls) == 6
+    torch.testing.assert_close(by_span.log_probs, lifetimes.log_probs, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(by_span.values, by_step.values, rtol=0, atol=0)
+    torch.testing.assert_close(by_span.entropies, by_step.entropies, rtol=0, atol=0)
+    for got, expected in zip(by_span_grads, by_step_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_compiled_replay_in_spans_matches_the_eager_replay() -> None:
+    """``compile_step(replay_span=3)``: the compiled span (unrolled over 3 steps) and the
+    compiled single step for the 2 steps left over give the rollout's log-probabilities and
+    values, and the eager replay's gradients, to 1e-6 in float32."""
+    sampler, eager, compiled = _eager_and_compiled()
+    compiled.compile_step(replay_span=3)
+    assert compiled.replay_span == 3 and "evaluate_span" in compiled.__dict__
+    lifetimes = _recorded_lifetimes(sampler, eager)
+    spanned, spanned_grads = _replay_and_gradients(compiled, lifetimes.record)
+    _, eager_grads = _replay_and_gradients(eager, lifetimes.record)
+    torch.testing.assert_close(spanned.log_probs, lifetimes.log_probs, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(spanned.values, lifetimes.values, rtol=1e-6, atol=1e-6)
+    for got, expected in zip(spanned_grads, eager_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_recipe_compile_span_sets_the_replay_span() -> None:
+    """``trainer.compile_span`` reaches the compiled agent; without ``compile`` it is ignored;
+    a span below 1 or above 64 is refused by the recipe's validation."""
+    for flag in ("true", "false"):
+        recipe = load_recipe(
+            RECIPES / "metods.yaml", [f"trainer.compile={flag}", "trainer.compile_span=5"]
+        )
+        agent = create_agent(recipe, create_task_sampler(recipe))
+        assert agent.replay_span == (5 if flag == "true" else 1)
+    for bad in (0, 65):
+        with pytest.raises(MetodsError, match="compile_span"):
+            load_recipe(RECIPES / "metods.yaml", [f"trainer.compile_span={bad}"])

@@ -90,6 +90,12 @@ class TrainerConfig(BaseModel):
     processes of a multi-device run on this node."""
     compile: bool = False
     """torch.compile the agent's whole step (encoder, rule, read-out): faster runs, slower start."""
+    compile_span: int = Field(default=1, ge=1, le=64)
+    """With ``compile``: steps of a replay (PPO's ratio; backprop through time) traced into one
+    compiled call. Where the batch is small a replay is bound by its calls, not by its work,
+    and fewer calls make it cheaper; the graph is unrolled in time, so the first compile takes
+    several times longer (at most 64 steps, beyond which compiling costs minutes). Ignored
+    without ``compile``. docs/results.md measures it on cheetah_dir."""
     keep_best: bool = False
     """Also keep the best checkpoint beside the last: the one at the end of the window of
     ``best_window`` outer steps whose mean ``best_metric`` was the highest so far (evaluate it
