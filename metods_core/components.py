@@ -41,7 +41,9 @@ def create_agent(recipe: Recipe, sampler: TaskSampler) -> Agent:
         boundary_input=sampler.episodes_per_lifetime > 1,
     )
     if recipe.trainer.compile:
-        agent.compile_step(replay_span=recipe.trainer.compile_span)
+        agent.compile_step(
+            replay_span=recipe.trainer.compile_span, cpp_wrapper=recipe.trainer.compile_cpp_wrapper
+        )
     return agent
 
 

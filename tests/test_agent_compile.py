@@ -148,3 +148,38 @@ def test_recipe_compile_span_sets_the_replay_span() -> None:
     for bad in (0, 65):
         with pytest.raises(MetodsError, match="compile_span"):
             load_recipe(RECIPES / "metods.yaml", [f"trainer.compile_span={bad}"])
+
+
+def test_recipe_compile_cpp_wrapper_reaches_the_compiled_agent() -> None:
+    """``trainer.compile_cpp_wrapper`` (default true) is the inductor option the agent compiles
+    its step, acting and replay with; without ``compile`` nothing is compiled."""
+    assert load_recipe(RECIPES / "metods.yaml").trainer.compile_cpp_wrapper is True
+    for flag in ("true", "false"):
+        recipe = load_recipe(
+            RECIPES / "metods.yaml", ["trainer.compile=true", f"trainer.compile_cpp_wrapper={flag}"]
+        )
+        agent = create_agent(recipe, create_task_sampler(recipe))
+        assert agent.compile_options == {"cpp_wrapper": flag == "true"}
+    recipe = load_recipe(RECIPES / "metods.yaml", ["trainer.compile=false"])
+    assert create_agent(recipe, create_task_sampler(recipe)).compile_options == {}
+
+
+@pytest.mark.slow
+def test_cpp_wrapper_gives_the_python_wrappers_numbers_exactly() -> None:
+    """The C++ wrapper calls the same kernels: the same rollout (actions, log-probabilities,
+    values) and, replayed in spans of 3, the same gradients, bit for bit."""
+    sampler, eager, _ = _eager_and_compiled()
+    results = []
+    for cpp_wrapper in (False, True):
+        agent = copy.deepcopy(eager)
+        agent.compile_step(replay_span=3, cpp_wrapper=cpp_wrapper)
+        assert agent.compile_options == {"cpp_wrapper": cpp_wrapper}
+        lifetimes = _recorded_lifetimes(sampler, agent)
+        _, gradients = _replay_and_gradients(agent, lifetimes.record)
+        results.append((lifetimes, gradients))
+    (python, python_grads), (cpp, cpp_grads) = results
+    for name in ("log_probs", "values", "rewards"):
+        torch.testing.assert_close(getattr(cpp, name), getattr(python, name), rtol=0, atol=0)
+    torch.testing.assert_close(cpp.record.actions, python.record.actions, rtol=0, atol=0)
+    for got, expected in zip(cpp_grads, python_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)

@@ -96,6 +96,12 @@ class TrainerConfig(BaseModel):
     and fewer calls make it cheaper; the graph is unrolled in time, so the first compile takes
     several times longer (at most 64 steps, beyond which compiling costs minutes). Ignored
     without ``compile``. docs/results.md measures it on cheetah_dir."""
+    compile_cpp_wrapper: bool = True
+    """With ``compile``: call the compiled kernels from inductor's C++ wrapper instead of its
+    Python one (``torch.compile(options={"cpp_wrapper": True})``). The same kernels and the same
+    numbers, less time per call; at the small batches of meta-RL an agent's step is bound by
+    its calls (docs/results.md, "Throughput: the kernels called from C++"). False: the Python
+    wrapper, for a platform where the C++ one fails to build. Ignored without ``compile``."""
     keep_best: bool = False
     """Also keep the best checkpoint beside the last: the one at the end of the window of
     ``best_window`` outer steps whose mean ``best_metric`` was the highest so far (evaluate it

@@ -126,7 +126,7 @@ class Population:
 
         mapped = vmap(memory, in_dims=(0, None, 0, 0, 0, 0, 0))
         self._memory_step: Callable[..., tuple[torch.Tensor, State]] = (
-            torch.compile(mapped) if agent.step_is_compiled else mapped
+            agent.compiled(mapped) if agent.step_is_compiled else mapped
         )
 
     def run(
