@@ -1,5 +1,6 @@
 """Evolution strategies: antithetic pairs, rank shaping, the gradient estimate, the batched
-population pass against separate runs, no backward pass, conformance, and 2-process DDP."""
+population pass against separate runs and compiled against eager, no backward pass,
+conformance, and 2-process DDP."""
 
 from __future__ import annotations
 
@@ -151,6 +152,39 @@ def test_batched_population_equals_separate_runs(
         expected = (lifetimes.rewards * lifetimes.alive).sum(0)
         torch.testing.assert_close(returns[member], expected, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(returns[0], returns[1]), "members did not differ at all"
+
+
+@pytest.mark.slow
+def test_compiled_population_equals_the_eager_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the agent compiled (``trainer.compile``), the population compiles its vmapped step
+    through ``Agent.compiled``, with the agent's options (the C++ wrapper by default): the
+    members' returns are the eager pass's."""
+    agent, sampler = _agent(MetODSRule, continuous=True)
+    compiled = copy.deepcopy(agent)
+    compiled.compile_step()
+    options: list[object] = []
+    real_compile = torch.compile
+
+    def recording_compile(function, **kwargs):  # the real torch.compile, its options noted
+        options.append(kwargs.get("options"))
+        return real_compile(function, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    tasks = sampler.sample(5, "train", torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(7)
+    members = {
+        name: p.detach() + 0.3 * torch.randn((3, *p.shape), generator=generator)
+        for name, p in agent.named_parameters()
+    }
+    returns = [
+        run_population(
+            each, members, sampler.make_env(tasks.repeat(3)), torch.Generator().manual_seed(11)
+        )[0]
+        for each in (agent, compiled)
+    ]
+    assert options == [{"cpp_wrapper": True}], "only the compiled agent's population compiles"
+    torch.testing.assert_close(returns[1], returns[0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(returns[0][0], returns[0][1]), "members did not differ at all"
 
 
 def test_population_on_harlow_equals_separate_runs_with_common_sides() -> None:
