@@ -112,6 +112,16 @@ def test_gradient_on_a_quadratic_matches_the_analytic_one() -> None:
     assert cosine > 0.95, f"the rank-shaped estimate is at cosine {cosine:.3f} of the gradient"
 
 
+def _three_perturbed_members(agent: Agent) -> dict[str, torch.Tensor]:
+    """Three members ``(3, *shape)`` by name: the agent's parameters plus 0.3 N(0, 1) noise
+    (seed 7)."""
+    generator = torch.Generator().manual_seed(7)
+    return {
+        name: p.detach() + 0.3 * torch.randn((3, *p.shape), generator=generator)
+        for name, p in agent.named_parameters()
+    }
+
+
 def _agent(rule_cls: type[PlasticityRule], continuous: bool) -> tuple[Agent, FakeTasks]:
     sampler = FakeTasks(FakeTasks.Config(continuous=continuous))
     rule = rule_cls(rule_cls.Config(), 6)
@@ -132,11 +142,7 @@ def test_batched_population_equals_separate_runs(
     same tasks with the same action noise (a fresh generator of the same seed)."""
     agent, sampler = _agent(rule_cls, continuous)
     tasks = sampler.sample(5, "train", torch.Generator().manual_seed(3))
-    generator = torch.Generator().manual_seed(7)
-    members = {
-        name: p.detach() + 0.3 * torch.randn((3, *p.shape), generator=generator)
-        for name, p in agent.named_parameters()
-    }
+    members = _three_perturbed_members(agent)
     returns, steps = run_population(
         agent, members, sampler.make_env(tasks.repeat(3)), torch.Generator().manual_seed(11)
     )
@@ -171,11 +177,7 @@ def test_compiled_population_equals_the_eager_one(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(torch, "compile", recording_compile)
     tasks = sampler.sample(5, "train", torch.Generator().manual_seed(3))
-    generator = torch.Generator().manual_seed(7)
-    members = {
-        name: p.detach() + 0.3 * torch.randn((3, *p.shape), generator=generator)
-        for name, p in agent.named_parameters()
-    }
+    members = _three_perturbed_members(agent)
     returns = [
         run_population(
             each, members, sampler.make_env(tasks.repeat(3)), torch.Generator().manual_seed(11)
@@ -200,11 +202,7 @@ def test_population_on_harlow_equals_separate_runs_with_common_sides() -> None:
         AgentConfig(hidden=6), sampler.observation_space, sampler.action_space, rule, readout
     )
     tasks = sampler.sample(4, "train", torch.Generator().manual_seed(3))
-    generator = torch.Generator().manual_seed(7)
-    members = {
-        name: p.detach() + 0.3 * torch.randn((3, *p.shape), generator=generator)
-        for name, p in agent.named_parameters()
-    }
+    members = _three_perturbed_members(agent)
     returns, _ = run_population(
         agent, members, sampler.make_env(tasks.repeat(3)), torch.Generator().manual_seed(11)
     )
