@@ -189,6 +189,20 @@ def test_conformance_with_several_episodes_and_impairment(name: str) -> None:
 
 
 @needs_mujoco
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_ant_forward_backward_draws_only_the_two_directions_along_x(split: str) -> None:
+    """``directions: forward_backward`` draws theta 0 or pi, both, on either split; the
+    default, ``plane``, draws angles all around the circle."""
+    generator = torch.Generator().manual_seed(0)
+    along_x = AntDirTasks(AntDirTasks.Config(directions="forward_backward"))
+    theta = along_x.sample(64, split, generator).target
+    assert set(theta.tolist()) == {0.0, float(torch.tensor(math.pi))}
+    plane = AntDirTasks(AntDirTasks.Config()).sample(64, split, generator).target
+    assert len(set(plane.tolist())) == 64
+    assert float(plane.min()) < math.pi / 2 and float(plane.max()) > 3 * math.pi / 2
+
+
+@needs_mujoco
 def test_observations_are_float32_on_the_tasks_device() -> None:
     """Observations and rewards are float32 tensors on the device of the task batch."""
     env = make_env(AntDirTasks, [0.0, 1.0], episode_steps=3)

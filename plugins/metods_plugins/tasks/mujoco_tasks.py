@@ -7,8 +7,9 @@ motor-control experiments), each task a target for the same robot:
   ``[min_velocity, max_velocity]``). Reward ``r = -|v_x - v*| + reward_ctrl``.
 - ``cheetah_dir``: HalfCheetah-v5 runs forward (``d = +1``) or backward (``d = -1``). Reward
   ``r = d * v_x + reward_ctrl``.
-- ``ant_dir``: Ant-v5 runs along a direction at angle ``theta`` (uniform in ``[0, 2 pi)``) in the
-  plane. Reward ``r = cos(theta) v_x + sin(theta) v_y + reward_survive + reward_ctrl +
+- ``ant_dir``: Ant-v5 runs along a direction at angle ``theta`` in the plane: uniform in
+  ``[0, 2 pi)`` (``directions: plane``, ProMP's 2-D ant-direction task) or 0 or ``pi``
+  (``directions: forward_backward``, forward or backward along x, MAML's ant-direction task). Reward ``r = cos(theta) v_x + sin(theta) v_y + reward_survive + reward_ctrl +
   reward_contact``: Ant-v5's own reward with its forward term ``v_x`` replaced by the velocity
   along the direction.
 
@@ -41,7 +42,7 @@ import importlib
 import math
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -269,10 +270,16 @@ class AntDirTasks(_MuJoCoTasks):
         contact_cost_weight: float | None = Field(None, ge=0)
         """Weight of the contact cost ``-w * sum(clip(cfrc_ext)^2)``; None: Ant-v5's default,
         5e-4."""
+        directions: Literal["plane", "forward_backward"] = "plane"
+        """Where the angle ``theta`` is drawn: ``plane``, uniform in ``[0, 2 pi)`` (ProMP's 2-D
+        ant-direction task); ``forward_backward``, 0 or ``pi`` with equal odds, forward or
+        backward along x (the ant-direction task of MAML, Finn et al. 2017)."""
 
     config: Config
 
     def _draw_targets(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        if self.config.directions == "forward_backward":
+            return torch.randint(0, 2, (n,), generator=generator).float() * math.pi
         return torch.rand(n, generator=generator) * (2 * math.pi)
 
     def task_velocity(self, info: dict[str, Any], target: np.ndarray) -> np.ndarray:
