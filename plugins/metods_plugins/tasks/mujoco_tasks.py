@@ -9,7 +9,8 @@ motor-control experiments), each task a target for the same robot:
   ``r = d * v_x + reward_ctrl``.
 - ``ant_dir``: Ant-v5 runs along a direction at angle ``theta`` in the plane: uniform in
   ``[0, 2 pi)`` (``directions: plane``, ProMP's 2-D ant-direction task) or 0 or ``pi``
-  (``directions: forward_backward``, forward or backward along x, MAML's ant-direction task). Reward ``r = cos(theta) v_x + sin(theta) v_y + reward_survive + reward_ctrl +
+  (``directions: forward_backward``, forward or backward along x, MAML's ant-direction task).
+  Reward ``r = cos(theta) v_x + sin(theta) v_y + reward_survive + reward_ctrl +
   reward_contact``: Ant-v5's own reward with its forward term ``v_x`` replaced by the velocity
   along the direction.
 
