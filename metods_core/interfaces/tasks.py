@@ -33,7 +33,7 @@ class TaskBatch:
     """
 
     size: int
-    split: str
+    split: Split
     seed: int
     copies: int = dataclasses.field(default=1, kw_only=True)
 

@@ -8,13 +8,13 @@ update. The rules compose these helpers rather than subclass one another.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from metods_core import ComponentConfig, PlasticityRule
+from metods_core import ComponentConfig
 
 
 class PlasticLayerConfig(ComponentConfig):
@@ -30,7 +30,18 @@ class PlasticLayerConfig(ComponentConfig):
     """Bound of the trace: Hebb is clipped to [-clip, clip] after every update."""
 
 
-def init_plastic_layer(layer: PlasticityRule, config: PlasticLayerConfig, input_size: int) -> int:
+class PlasticLayer(Protocol):
+    """The parameters ``init_plastic_layer`` gives a rule and ``plastic_read`` reads: U and b
+    (``input``: weight ``(N, input_size)``, bias ``(N,)``), W ``(N, N)`` (``weights``) and the
+    plasticity coefficients alpha, ``(N, N)`` or ``(1,)``."""
+
+    output_size: int
+    input: nn.Linear
+    weights: nn.Parameter
+    alpha: nn.Parameter
+
+
+def init_plastic_layer(layer: PlasticLayer, config: PlasticLayerConfig, input_size: int) -> int:
     """Give ``layer`` its input weight U, fixed weights W and coefficients alpha; return N."""
     n = config.hidden_size or input_size
     layer.output_size = n
@@ -47,7 +58,7 @@ def rate_logit(rate: float) -> nn.Parameter:
 
 
 def plastic_read(
-    layer: PlasticityRule, x: torch.Tensor, pre: torch.Tensor, hebb: torch.Tensor
+    layer: PlasticLayer, x: torch.Tensor, pre: torch.Tensor, hebb: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return h_t ``(batch, N)`` and the co-activity h_t h_{t-1}^T ``(batch, N, N)``.
 

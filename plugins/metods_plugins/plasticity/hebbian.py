@@ -26,6 +26,7 @@ from typing import Literal, NamedTuple
 
 import torch
 from pydantic import Field
+from torch import nn
 
 from metods_core import PlasticityRule
 from metods_plugins.plasticity._plastic_layer import (
@@ -55,6 +56,11 @@ class HebbianRule(PlasticityRule):
         """Trace update: decaying Hebb (1-eta) Hebb + eta post pre^T, or Oja's rule."""
         eta_init: float = Field(0.1, gt=0, lt=1)
         """Initial trace rate eta (learned, kept in (0, 1) by a sigmoid)."""
+
+    # Set by init_plastic_layer; their shapes are in PlasticLayer's docstring.
+    input: nn.Linear
+    weights: nn.Parameter
+    alpha: nn.Parameter
 
     def __init__(self, config: Config, input_size: int) -> None:
         super().__init__()

@@ -59,6 +59,11 @@ class NeuromodulatedRule(PlasticityRule):
         eta_init: float = Field(0.1, gt=0, lt=1)
         """Initial eligibility-trace rate eta (retroactive only; learned, in (0, 1))."""
 
+    # Set by init_plastic_layer; their shapes are in PlasticLayer's docstring.
+    input: nn.Linear
+    weights: nn.Parameter
+    alpha: nn.Parameter
+
     def __init__(self, config: Config, input_size: int) -> None:
         super().__init__()
         self.config = config

@@ -24,7 +24,7 @@ import torch
 from metods_core import BatchedEnv
 from metods_plugins.tasks.lifetime_clock import LifetimeClock
 from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
-from metods_plugins.tasks.simulator_pool import SimulatorPool
+from metods_plugins.tasks.simulator_pool import PooledVectorEnv, SimulatorPool
 
 RewardFn = Callable[[dict[str, Any]], np.ndarray]
 """Map a vector step's info (arrays over tasks) to the task rewards ``(batch,)``."""
@@ -49,7 +49,7 @@ class MuJoCoBatchedEnv(BatchedEnv):
         update_normalizer: bool = False,
     ) -> None:
         self.pool = pool
-        self.vector_env: gym.vector.VectorEnv | None = pool.acquire(num_envs)
+        self.vector_env: PooledVectorEnv | None = pool.acquire(num_envs)
         self.num_envs = num_envs
         self.reset_seeds = reset_seeds
         self.reward_fn = reward_fn
@@ -77,7 +77,7 @@ class MuJoCoBatchedEnv(BatchedEnv):
         return self._to_tensor(observation)
 
     @property
-    def simulators(self) -> gym.vector.VectorEnv:
+    def simulators(self) -> PooledVectorEnv:
         """The lent vector env (an error once the env is closed)."""
         if self.vector_env is None:
             raise RuntimeError("this MuJoCo env was closed; build a new one with make_env")

@@ -16,6 +16,9 @@ import gymnasium as gym
 
 VectorStrategy = Literal["sync", "async"]
 
+PooledVectorEnv = gym.vector.SyncVectorEnv | gym.vector.AsyncVectorEnv
+"""The vector envs a pool builds (their ``reset`` takes one seed per sub-environment)."""
+
 
 class SimulatorPool:
     """Idle vector envs by size; ``acquire`` lends one (building it if none is idle)."""
@@ -23,19 +26,19 @@ class SimulatorPool:
     def __init__(self, make_env: Callable[[], gym.Env], strategy: VectorStrategy = "sync") -> None:
         self.make_env = make_env
         self.strategy = strategy
-        self._idle: dict[int, list[gym.vector.VectorEnv]] = {}
-        self._all: list[gym.vector.VectorEnv] = []
+        self._idle: dict[int, list[PooledVectorEnv]] = {}
+        self._all: list[PooledVectorEnv] = []
         self.built = 0
         """How many vector envs this pool has built (for tests and benchmarks)."""
         weakref.finalize(self, _close_all, self._all)
 
-    def acquire(self, num_envs: int) -> gym.vector.VectorEnv:
+    def acquire(self, num_envs: int) -> PooledVectorEnv:
         """Lend a vector env of ``num_envs`` sub-environments."""
         idle = self._idle.get(num_envs)
         if idle:
             return idle.pop()
         fns = [self.make_env for _ in range(num_envs)]
-        vector_env: gym.vector.VectorEnv
+        vector_env: PooledVectorEnv
         if self.strategy == "async":
             # Worker processes step the simulators in parallel; "forkserver" keeps them free of
             # the parent's torch threads and state.
@@ -46,7 +49,7 @@ class SimulatorPool:
         self.built += 1
         return vector_env
 
-    def release(self, vector_env: gym.vector.VectorEnv) -> None:
+    def release(self, vector_env: PooledVectorEnv) -> None:
         """Take back a lent vector env; it is reset before its next use."""
         self._idle.setdefault(vector_env.num_envs, []).append(vector_env)
 
@@ -56,6 +59,6 @@ class SimulatorPool:
         self._idle.clear()
 
 
-def _close_all(vector_envs: list[gym.vector.VectorEnv]) -> None:
+def _close_all(vector_envs: list[PooledVectorEnv]) -> None:
     while vector_envs:
         vector_envs.pop().close()
