@@ -165,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="last",
         help="each run's last.ckpt (default) or best.ckpt",
     )
+    impairment.add_argument(
+        "--segments",
+        type=int,
+        default=4,
+        help="equal parts of the lifetime over which impaired / intact is also given, to see "
+        "whether a policy adapts to the disabled actuator within the lifetime (default: 4)",
+    )
     impairment.add_argument("--out", type=Path, help="also write the Markdown table here")
     impairment.add_argument("--json", action="store_true", help="print the table as JSON")
     impairment.set_defaults(handler=handlers.impairment)

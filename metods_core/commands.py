@@ -103,7 +103,9 @@ def impairment(args: argparse.Namespace) -> int:
 
     if args.episodes is not None and args.episodes < 1:
         raise MetodsError(f"impairment: --episodes must be at least 1, got {args.episodes}")
-    table = impairment_table(args.runs, args.episodes, args.checkpoint)
+    if args.segments < 1:
+        raise MetodsError(f"impairment: --segments must be at least 1, got {args.segments}")
+    table = impairment_table(args.runs, args.episodes, args.checkpoint, segments=args.segments)
     markdown = format_markdown(table)
     if args.out is not None:
         write_text_atomic(args.out, markdown)

@@ -11,6 +11,11 @@ the mean held-out return and its 95 % CI; then
   is left out of the average, and ``normalised_conditions`` counts the conditions kept (the
   Markdown table then says "over k of A").
 - ``impaired / intact``: the run's mean impaired return divided by its own intact return.
+- ``impaired / intact by segment``: the same ratio within each of a few equal segments of the
+  lifetime (the mean reward per step of the impaired conditions over the intact one's), from
+  the evaluations' reward curves. The paper's claim is adaptation *within* the lifetime: a
+  policy that compensates for the disabled actuator as the lifetime goes on has this ratio rise
+  from the first segment to the last; one that does not keeps it flat or lets it fall.
 """
 
 from __future__ import annotations
@@ -50,22 +55,51 @@ def _ratio(value: float, reference: float) -> float | None:
     return value / reference if reference > 0 else None
 
 
+def segment_bounds(steps: int, segments: int) -> list[tuple[int, int]]:
+    """Split ``steps`` into ``segments`` consecutive ranges ``[start, end)`` whose lengths
+    differ by at most one (the longer ones first).
+
+    Raises:
+        MetodsError: fewer steps than segments, or fewer than one segment.
+    """
+    if not 1 <= segments <= steps:
+        raise MetodsError(
+            f"impairment: --segments must be between 1 and the lifetime's {steps} steps, "
+            f"got {segments}"
+        )
+    size, extra = divmod(steps, segments)
+    bounds, start = [], 0
+    for index in range(segments):
+        end = start + size + (1 if index < extra else 0)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+def _segment_means(curve: Sequence[float], bounds: list[tuple[int, int]]) -> list[float]:
+    """Mean reward per step of ``curve`` ``(lifetime_steps,)`` over each ``[start, end)``."""
+    return [sum(curve[start:end]) / (end - start) for start, end in bounds]
+
+
 def impairment_table(
     runs: Sequence[Path],
     episodes: int | None = None,
     checkpoint: str | None = None,
     greedy: bool | None = None,
+    segments: int = 4,
 ) -> dict[str, Any]:
     """Evaluate every run intact and with each actuator disabled; return the table's data.
 
     Each evaluation is ``metods evaluate`` (its JSON is written in the run folder, tagged with
-    the override). Returns ``{"actuators": A, "task": name, "runs": [{"run", "intact",
+    the override). Returns ``{"actuators": A, "task": name, "segments": [[start, end]] (S
+    step ranges of the lifetime, 0-based, end excluded), "runs": [{"run", "intact",
     "intact_ci95", "impaired": [A], "impaired_ci95": [A], "mean_impaired",
-    "impaired_over_intact", "normalised", "normalised_conditions", "normalised_by_condition":
-    [A]}]}``.
+    "impaired_over_intact", "impaired_over_intact_by_segment": [S], "normalised",
+    "normalised_conditions", "normalised_by_condition": [A]}]}``.
 
     Raises:
-        MetodsError: no runs, a run that is not a MuJoCo run, or runs of different robots.
+        MetodsError: no runs, a run that is not a MuJoCo run, runs of different robots, or
+            more segments than the lifetime has steps.
     """
     if not runs:
         raise MetodsError("impairment: give at least one run folder")
@@ -74,20 +108,35 @@ def impairment_table(
         described = ", ".join(f"{run} ({task}, {n})" for run, (task, n) in found.items())
         raise MetodsError(f"impairment: the runs have different numbers of actuators: {described}")
     task, actuators = next(iter(found.values()))
-    rows = []
+    rows: list[dict[str, Any]] = []
+    bounds: list[tuple[int, int]] = []
     for run in found:
-        conditions: list[list[str]] = [
-            [],
-            *([f"task.{IMPAIR_FIELD}={k}"] for k in range(actuators)),
+        intact = evaluate_run(run, episodes, [], greedy, checkpoint)
+        own_bounds = segment_bounds(len(intact["reward_curve"]), segments)  # before the rest
+        if rows and own_bounds != bounds:
+            raise MetodsError(
+                f"impairment: {run} and {rows[0]['run']} have lifetimes of different lengths; "
+                "compare runs of one task setting"
+            )
+        bounds = own_bounds
+        impaired = [
+            evaluate_run(run, episodes, [f"task.{IMPAIR_FIELD}={k}"], greedy, checkpoint)
+            for k in range(actuators)
         ]
-        results = [evaluate_run(run, episodes, c, greedy, checkpoint) for c in conditions]
+        intact_by_segment = _segment_means(intact["reward_curve"], bounds)
+        impaired_by_segment = [_segment_means(r["reward_curve"], bounds) for r in impaired]
+        by_segment = [
+            _ratio(sum(means[s] for means in impaired_by_segment) / actuators, intact_mean)
+            for s, intact_mean in enumerate(intact_by_segment)
+        ]
         rows.append(
             {
                 "run": str(run),
-                "intact": results[0]["mean_reward"],
-                "intact_ci95": results[0]["mean_reward_ci95"],
-                "impaired": [r["mean_reward"] for r in results[1:]],
-                "impaired_ci95": [r["mean_reward_ci95"] for r in results[1:]],
+                "intact": intact["mean_reward"],
+                "intact_ci95": intact["mean_reward_ci95"],
+                "impaired": [r["mean_reward"] for r in impaired],
+                "impaired_ci95": [r["mean_reward_ci95"] for r in impaired],
+                "impaired_over_intact_by_segment": by_segment,
             }
         )
     best = [max(row["impaired"][k] for row in rows) for k in range(actuators)]
@@ -101,7 +150,13 @@ def impairment_table(
         defined = [score for score in scores if score is not None]
         row["normalised"] = sum(defined) / len(defined) if defined else None
         row["normalised_conditions"] = len(defined)
-    return {"task": task, "actuators": actuators, "checkpoint": checkpoint or "last", "runs": rows}
+    return {
+        "task": task,
+        "actuators": actuators,
+        "checkpoint": checkpoint or "last",
+        "segments": [list(pair) for pair in bounds],
+        "runs": rows,
+    }
 
 
 def _cell(value: float | None, ci: float | None = None) -> str:
@@ -132,4 +187,17 @@ def format_markdown(table: dict[str, Any]) -> str:
             normalised += f" (over {row['normalised_conditions']} of {actuators})"
         cells += [normalised]
         lines.append("| " + " | ".join(cells) + " |")
+    spans = [f"steps {start + 1}–{end}" for start, end in table["segments"]]
+    lines += [
+        "",
+        "Within the lifetime: mean impaired reward per step / intact reward per step, by "
+        "segment of the lifetime (rising: the policy adapts to the disabled actuator as the "
+        "lifetime goes on)",
+        "",
+        "| " + " | ".join(["run", *spans]) + " |",
+        "|" + "---|" * (len(spans) + 1),
+    ]
+    for row in table["runs"]:
+        ratios = [_cell(value) for value in row["impaired_over_intact_by_segment"]]
+        lines.append("| " + " | ".join([row["run"], *ratios]) + " |")
     return "\n".join(lines) + "\n"

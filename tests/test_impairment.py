@@ -1,5 +1,6 @@
 """`metods impairment`: MuJoCo runs evaluated intact and with each actuator disabled, the
-paper's normalised score and impaired / intact; a run without actuators is one clear error."""
+paper's normalised score, impaired / intact over the lifetime and by segment of it; a run
+without actuators, or more segments than steps, is one clear error."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 import metods_core.impairment as impairment
 from metods_core.cli import main
+from metods_core.errors import MetodsError
 from metods_core.recipe import load_recipe
 from metods_core.run_folder import RunFolder
 from metods_core.training import train_recipe
@@ -53,14 +55,15 @@ def test_table_of_two_cheetah_runs(
     assert main(argv) == 0
     table = json.loads(capsys.readouterr().out)
     assert table["actuators"] == 6 and len(table["runs"]) == 2
-    returns = []
+    assert table["segments"] == [[0, 2], [2, 3], [3, 4], [4, 5]]  # 5 steps in 4 segments
+    returns, curves = [], []
     for run in cheetah_runs:
         folder = RunFolder(run)
         tags = [""] + [f"-task.impair_actuator={k}" for k in range(6)]
-        returns.append(
-            [json.loads(folder.evaluation(tag).read_text())["mean_reward"] for tag in tags]
-        )
-    for row, own in zip(table["runs"], returns, strict=True):
+        files = [json.loads(folder.evaluation(tag).read_text()) for tag in tags]
+        returns.append([file["mean_reward"] for file in files])
+        curves.append([file["reward_curve"] for file in files])
+    for row, own, curve in zip(table["runs"], returns, curves, strict=True):
         assert row["intact"] == pytest.approx(own[0])
         assert row["impaired"] == pytest.approx(own[1:])
         mean_impaired = sum(own[1:]) / 6
@@ -71,8 +74,19 @@ def test_table_of_two_cheetah_runs(
             best = max(other[k + 1] for other in returns)
             score = own[k + 1] / best if best > 0 else None
             assert row["normalised_by_condition"][k] == pytest.approx(score)
+        for s, (start, end) in enumerate(table["segments"]):
+            intact = sum(curve[0][start:end]) / (end - start)
+            impaired = sum(sum(c[start:end]) / (end - start) for c in curve[1:]) / 6
+            expected = impaired / intact if intact > 0 else None
+            assert row["impaired_over_intact_by_segment"][s] == pytest.approx(expected)
     markdown = out.read_text()
     assert "| K = 5 |" in markdown and all(str(run) in markdown for run in cheetah_runs)
+    assert "| run | steps 1–2 | steps 3–3 | steps 4–4 | steps 5–5 |" in markdown
+    capsys.readouterr()
+    assert main(["impairment", str(cheetah_runs[0]), "--segments", "6"]) == 2
+    err = capsys.readouterr().err
+    assert "--segments must be between 1 and the lifetime's 5 steps, got 6" in err
+    assert "Traceback" not in err
 
 
 def test_normalisation_by_the_best_run_in_each_condition(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,7 +99,8 @@ def test_normalisation_by_the_best_run_in_each_condition(monkeypatch: pytest.Mon
 
     def fake_evaluate(run: Path, episodes: Any, overrides: list[str], *rest: Any) -> dict:
         key = overrides[0].rsplit("=", 1)[1] if overrides else ""
-        return {"mean_reward": returns[str(run)][key], "mean_reward_ci95": 1.0}
+        mean = returns[str(run)][key]
+        return {"mean_reward": mean, "mean_reward_ci95": 1.0, "reward_curve": [mean / 4] * 4}
 
     monkeypatch.setattr(impairment, "actuator_count", lambda run: ("cheetah_dir", 2))
     monkeypatch.setattr(impairment, "evaluate_run", fake_evaluate)
@@ -122,3 +137,32 @@ def test_a_run_without_actuators_is_one_clear_error(
     err = capsys.readouterr().err.strip()
     assert "harlow" in err and "MuJoCo" in err and "Traceback" not in err
     assert not list(run.glob("evaluation*.json"))
+
+
+def test_impaired_over_intact_by_segment_of_the_lifetime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Known reward curves: each segment's mean impaired reward over its intact reward; a
+    segment whose intact reward is not positive has no ratio; a policy that recovers from the
+    impairment shows a rising ratio."""
+    curves = {
+        "": [1.0, 1.0, 2.0, 2.0, 0.0, 0.0],
+        "0": [0.0, 0.0, 1.0, 1.0, 1.0, 1.0],
+        "1": [1.0, 1.0, 2.0, 2.0, 1.0, 1.0],
+    }
+
+    def fake_evaluate(run: Path, episodes: Any, overrides: list[str], *rest: Any) -> dict:
+        key = overrides[0].rsplit("=", 1)[1] if overrides else ""
+        curve = curves[key]
+        return {"mean_reward": sum(curve), "mean_reward_ci95": 0.0, "reward_curve": curve}
+
+    monkeypatch.setattr(impairment, "actuator_count", lambda run: ("cheetah_dir", 2))
+    monkeypatch.setattr(impairment, "evaluate_run", fake_evaluate)
+    table = impairment.impairment_table([Path("a")], segments=3)
+    assert table["segments"] == [[0, 2], [2, 4], [4, 6]]
+    (row,) = table["runs"]
+    assert row["impaired_over_intact_by_segment"] == [0.5, 0.75, None]
+    markdown = impairment.format_markdown(table)
+    assert "| a | 0.50 | 0.75 | – |" in markdown and "steps 5–6" in markdown
+    assert impairment.segment_bounds(7, 3) == [(0, 3), (3, 5), (5, 7)]
+    for bad in (0, 8):
+        with pytest.raises(MetodsError, match="--segments must be between 1 and"):
+            impairment.segment_bounds(7, bad)
