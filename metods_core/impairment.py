@@ -187,7 +187,10 @@ def format_markdown(table: dict[str, Any]) -> str:
             normalised += f" (over {row['normalised_conditions']} of {actuators})"
         cells += [normalised]
         lines.append("| " + " | ".join(cells) + " |")
-    spans = [f"steps {start + 1}–{end}" for start, end in table["segments"]]
+    spans = [
+        f"step {end}" if end - start == 1 else f"steps {start + 1}–{end}"
+        for start, end in table["segments"]
+    ]
     lines += [
         "",
         "Within the lifetime: mean impaired reward per step / intact reward per step, by "
