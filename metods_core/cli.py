@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="recipe override for evaluation (repeatable)",
     )
+    add_freeze_memory_argument(evaluate)
     evaluate.set_defaults(handler=handlers.evaluate)
 
     impairment = commands.add_parser(
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="equal parts of the lifetime over which impaired / intact is also given, to see "
         "whether a policy adapts to the disabled actuator within the lifetime (default: 4)",
     )
+    add_freeze_memory_argument(impairment)
     impairment.add_argument("--out", type=Path, help="also write the Markdown table here")
     impairment.add_argument("--json", action="store_true", help="print the table as JSON")
     impairment.set_defaults(handler=handlers.impairment)
@@ -239,6 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--episodes", type=int, help="held-out lifetimes per evaluation")
     ablate.set_defaults(handler=handlers.ablate)
     return parser
+
+
+def add_freeze_memory_argument(parser: argparse.ArgumentParser) -> None:
+    """The memory lesion of ``evaluate`` and ``impairment``: ``--freeze-memory K``."""
+    parser.add_argument(
+        "--freeze-memory",
+        type=int,
+        metavar="K",
+        help="a lesion: hold the agent's memory (plastic synapses, recurrent state) from step "
+        "K of each lifetime on, so that it stores nothing after its first K steps; 0 gives the "
+        "memoryless policy (files tagged -freeze_memory=K) (default: no lesion)",
+    )
 
 
 def _check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -82,6 +82,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     if args.episodes is not None and args.episodes < 1:
         raise MetodsError(f"evaluate: --episodes must be at least 1, got {args.episodes}")
+    _check_freeze_memory("evaluate", args.freeze_memory)
     result = evaluate_run(
         args.run_dir,
         args.episodes,
@@ -89,6 +90,7 @@ def evaluate(args: argparse.Namespace) -> int:
         args.greedy,
         args.checkpoint,
         split=args.split,
+        freeze_memory=args.freeze_memory,
     )
     if args.json:
         print(json.dumps(result, default=_jsonable))
@@ -105,12 +107,28 @@ def impairment(args: argparse.Namespace) -> int:
         raise MetodsError(f"impairment: --episodes must be at least 1, got {args.episodes}")
     if args.segments < 1:
         raise MetodsError(f"impairment: --segments must be at least 1, got {args.segments}")
-    table = impairment_table(args.runs, args.episodes, args.checkpoint, segments=args.segments)
+    _check_freeze_memory("impairment", args.freeze_memory)
+    table = impairment_table(
+        args.runs,
+        args.episodes,
+        args.checkpoint,
+        segments=args.segments,
+        freeze_memory=args.freeze_memory,
+    )
     markdown = format_markdown(table)
     if args.out is not None:
         write_text_atomic(args.out, markdown)
     print(json.dumps(table) if args.json else markdown, end="\n" if args.json else "")
     return 0
+
+
+def _check_freeze_memory(command: str, step: int | None) -> None:
+    """Refuse a negative ``--freeze-memory`` before any evaluation (the lifetime's end is
+    checked by the evaluation, which knows it)."""
+    if step is not None and step < 0:
+        raise MetodsError(
+            f"{command}: --freeze-memory must be a step of the lifetime (0 or more), got {step}"
+        )
 
 
 def curve(args: argparse.Namespace) -> int:

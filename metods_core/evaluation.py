@@ -123,6 +123,7 @@ def meta_test(
     greedy: bool,
     seed: int,
     split: Split = "test",
+    freeze_memory: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run ``episodes`` lifetimes of ``sampler``'s ``split`` (held-out tasks by default); return
     each metric concatenated over tasks (each ``(tasks,)`` or ``(tasks, K)``).
@@ -133,6 +134,12 @@ def meta_test(
 
     The sampler's statistics are frozen first (:meth:`TaskSampler.freeze_statistics`): meta-test
     lifetimes, on either split, see the checkpoint's and never change them.
+
+    ``freeze_memory`` K holds the agent's memory from step K of each lifetime on (a lesion,
+    see :func:`run_lifetimes`).
+
+    Raises:
+        MetodsError: ``freeze_memory`` outside the lifetime (checked before any step is run).
     """
     sampler.freeze_statistics()
     device = next(agent.parameters()).device  # tasks and actions follow the agent
@@ -147,9 +154,17 @@ def meta_test(
             part = everything.select(start, stop, derive_seed(everything.seed, "part", start))
         tasks = move_data_to_device(part, device)
         env = sampler.make_env(tasks)
+        if freeze_memory is not None and not 0 <= freeze_memory < env.lifetime_steps:
+            env.close()
+            raise MetodsError(
+                f"evaluate: --freeze-memory must be a step of the lifetime, from 0 to "
+                f"{env.lifetime_steps - 1} here, got {freeze_memory}"
+            )
         action_generator = torch.Generator(device=device)
         action_generator.manual_seed(derive_seed(seed, "actions", tasks.seed))
-        lifetimes = run_lifetimes(agent, env, action_generator, greedy=greedy)
+        lifetimes = run_lifetimes(
+            agent, env, action_generator, greedy=greedy, freeze_memory=freeze_memory
+        )
         env.close()
         for name, value in lifetimes.metrics.items():
             collected.setdefault(name, []).append(value.detach().cpu().float())
@@ -194,6 +209,7 @@ def evaluate_run(
     checkpoint: Path | str | None = None,
     device: str | None = None,
     split: Split = "test",
+    freeze_memory: int | None = None,
 ) -> dict[str, Any]:
     """Meta-test the run's last checkpoint (or ``checkpoint``) on held-out tasks; write JSON and
     PNG plots. ``device`` (e.g. ``"cuda"``) runs the agent and the tasks there; default: CPU.
@@ -201,6 +217,10 @@ def evaluate_run(
     ``split`` ``"train"`` meta-tests on the tasks the run trained on instead (beside the held-out
     figure it measures the generalisation gap); its files are tagged ``-train``. ``split``
     ``"validation"`` meta-tests on the task's validation split (tagged ``-validation``).
+
+    ``freeze_memory`` K is a lesion: the agent's memory (plastic synapses, recurrent state) is
+    held from step K of every lifetime on, so it stores nothing after its first K steps; K = 0
+    is the memoryless policy. Its files are tagged ``-freeze_memory=K``.
 
     ``overrides`` change the test conditions (``task.impair_actuator=3``); they never touch the
     checkpoint. ``checkpoint`` ``"best"`` is the run's ``best.ckpt`` (``trainer.keep_best``),
@@ -213,8 +233,8 @@ def evaluate_run(
     file is written atomically, and only when the evaluation produced metrics.
 
     Raises:
-        MetodsError: ``episodes`` below 1, no checkpoint, one that cannot be trusted, or a
-            validation split the task does not have.
+        MetodsError: ``episodes`` below 1, no checkpoint, one that cannot be trusted, a
+            validation split the task does not have, or ``freeze_memory`` outside the lifetime.
     """
     if episodes is not None and episodes < 1:
         raise MetodsError(f"evaluate: --episodes must be at least 1, got {episodes}")
@@ -223,6 +243,8 @@ def evaluate_run(
     path = named_checkpoint(run_dir, checkpoint)
     tag = checkpoint_tag(run, path) + ("" if split == "test" else f"-{split}")
     tag += overrides_tag(overrides)
+    if freeze_memory is not None:
+        tag += f"-freeze_memory={freeze_memory}"
     recipe = read_run_recipe(run_dir, list(overrides))
     sampler = create_task_sampler(recipe)
     if split == "validation" and not sampler.has_validation_split():
@@ -238,7 +260,9 @@ def evaluate_run(
     episodes = recipe.evaluation.episodes if episodes is None else episodes
     greedy = recipe.evaluation.greedy if greedy is None else greedy
     batch_tasks = recipe.evaluation.batch_tasks
-    metrics = meta_test(agent, sampler, episodes, batch_tasks, greedy, recipe.seed, split)
+    metrics = meta_test(
+        agent, sampler, episodes, batch_tasks, greedy, recipe.seed, split, freeze_memory
+    )
     if not metrics:
         raise MetodsError(
             f"the evaluation of {run_dir} produced no metrics; {run.evaluation(tag).name} was "
@@ -249,7 +273,9 @@ def evaluate_run(
         other = condition_sampler(recipe, condition, changes)
         if callable(getattr(sampler, "state_dict", None)):
             restore_state(other, {"sampler": sampler.state_dict()})  # type: ignore[attr-defined]
-        extra = meta_test(agent, other, episodes, batch_tasks, greedy, recipe.seed, split)
+        extra = meta_test(
+            agent, other, episodes, batch_tasks, greedy, recipe.seed, split, freeze_memory
+        )
         summary.update({f"{condition}/{k}": v for k, v in summarise(extra).items()})
     summary.update(
         {
@@ -260,6 +286,7 @@ def evaluate_run(
             "split": split,
             "greedy": greedy,
             "overrides": list(overrides),
+            "freeze_memory": freeze_memory,
             "main_metric": sampler.main_metric(),
         }
     )

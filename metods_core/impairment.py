@@ -87,11 +87,14 @@ def impairment_table(
     checkpoint: str | None = None,
     greedy: bool | None = None,
     segments: int = 4,
+    freeze_memory: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate every run intact and with each actuator disabled; return the table's data.
 
     Each evaluation is ``metods evaluate`` (its JSON is written in the run folder, tagged with
-    the override). Returns ``{"actuators": A, "task": name, "segments": [[start, end]] (S
+    the override). ``freeze_memory`` K holds every agent's memory from step K of the lifetime
+    on, in every condition (a lesion, see :func:`evaluate_run`). Returns ``{"actuators": A,
+    "task": name, "checkpoint", "freeze_memory": K or None, "segments": [[start, end]] (S
     step ranges of the lifetime, 0-based, end excluded), "runs": [{"run", "intact",
     "intact_ci95", "impaired": [A], "impaired_ci95": [A], "mean_impaired",
     "impaired_over_intact", "impaired_over_intact_by_segment": [S], "normalised",
@@ -111,7 +114,7 @@ def impairment_table(
     rows: list[dict[str, Any]] = []
     bounds: list[tuple[int, int]] = []
     for run in found:
-        intact = evaluate_run(run, episodes, [], greedy, checkpoint)
+        intact = evaluate_run(run, episodes, [], greedy, checkpoint, freeze_memory=freeze_memory)
         own_bounds = segment_bounds(len(intact["reward_curve"]), segments)  # before the rest
         if rows and own_bounds != bounds:
             raise MetodsError(
@@ -120,7 +123,14 @@ def impairment_table(
             )
         bounds = own_bounds
         impaired = [
-            evaluate_run(run, episodes, [f"task.{IMPAIR_FIELD}={k}"], greedy, checkpoint)
+            evaluate_run(
+                run,
+                episodes,
+                [f"task.{IMPAIR_FIELD}={k}"],
+                greedy,
+                checkpoint,
+                freeze_memory=freeze_memory,
+            )
             for k in range(actuators)
         ]
         intact_by_segment = _segment_means(intact["reward_curve"], bounds)
@@ -154,6 +164,7 @@ def impairment_table(
         "task": task,
         "actuators": actuators,
         "checkpoint": checkpoint or "last",
+        "freeze_memory": freeze_memory,
         "segments": [list(pair) for pair in bounds],
         "runs": rows,
     }
@@ -170,8 +181,11 @@ def format_markdown(table: dict[str, Any]) -> str:
     actuators = table["actuators"]
     head = ["run", "intact", *[f"K = {k}" for k in range(actuators)]]
     head += ["mean impaired", "impaired / intact", "normalised (paper)"]
+    frozen = table.get("freeze_memory")
+    lesion = "" if frozen is None else f", memory frozen from step {frozen}"
     lines = [
-        f"Impairment table: {table['task']}, checkpoint {table['checkpoint']} (mean held-out "
+        f"Impairment table: {table['task']}, checkpoint {table['checkpoint']}{lesion} (mean "
+        "held-out "
         "return ± 95 % CI; K: the disabled actuator; normalised: each impaired return divided "
         "by the best run's in that condition, averaged over the K whose best return is positive)",
         "",

@@ -87,11 +87,18 @@ def run_lifetimes(
     generator: torch.Generator,
     greedy: bool = False,
     record: bool = False,
+    freeze_memory: int | None = None,
 ) -> Lifetimes:
     """Run every lifetime of ``env`` to its end, sampling actions with ``generator``.
 
     A lifetime of several episodes (``info["episode_boundary"]``) keeps the agent's plastic
     state across boundaries and tells the agent where each new episode starts.
+
+    ``freeze_memory`` K (a lesion, for evaluation) holds the agent's state from step K of the
+    lifetime on: every later step is given the state reached after the first K steps and its
+    new state is dropped, so the agent reads what it stored but stores nothing more. K = 0
+    gives every step the initial state: a memoryless policy with the same meta-parameters (it
+    still sees the previous action and reward). ``None`` (default): no lesion.
     The loop makes no host-device synchronisation: finished lifetimes keep stepping and are
     masked out, so the loop always runs ``env.lifetime_steps`` steps. With ``record`` the
     agent's inputs and actions are kept in ``Lifetimes.record`` for ``replay_lifetimes``.
@@ -99,7 +106,13 @@ def run_lifetimes(
     observation, _ = env.reset()
     batch = env.num_envs
     device = observation.device
+    if freeze_memory is not None and not 0 <= freeze_memory < env.lifetime_steps:
+        raise ValueError(
+            f"freeze_memory must be in [0, {env.lifetime_steps}) (the lifetime's steps), "
+            f"got {freeze_memory}"
+        )
     state = agent.init_state(batch)
+    held: State | None = None  # the state every step gets once the memory is frozen
     previous_action = torch.zeros(batch, agent.action_size, device=device)
     previous_reward = torch.zeros(batch, device=device)
     running = torch.ones(batch, dtype=torch.bool, device=device)
@@ -111,6 +124,10 @@ def run_lifetimes(
         None if greedy else agent.readout.draw_noise((env.lifetime_steps, batch), generator, device)
     )
     for t in range(env.lifetime_steps):
+        if t == freeze_memory:
+            held = state
+        if held is not None:
+            state = held
         if noise is not None:
             acted = agent.act(
                 observation, previous_action, previous_reward, state, new_episode, noise[t]

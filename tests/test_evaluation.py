@@ -15,6 +15,8 @@ import pytest
 import torch
 from metods_plugins.tasks.harlow import HarlowTasks
 
+from metods_core.cli import main
+from metods_core.errors import MetodsError
 from metods_core.evaluation import evaluate_run, meta_test, overrides_tag, summarise
 from metods_core.interfaces import Split, TaskBatch
 from metods_core.recipe import load_recipe
@@ -179,6 +181,29 @@ def test_evaluation_on_the_train_split(trained_run: Path, monkeypatch: pytest.Mo
     assert written["split"] == "train" and written["mean_reward"] == train["mean_reward"]
     assert json.loads((trained_run / "evaluation.json").read_text())["split"] == "test"
     assert (trained_run / "accuracy_by_presentation-train.csv").is_file()
+
+
+def test_evaluation_with_frozen_memory_is_tagged_beside_the_plain_one(
+    trained_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``freeze_memory`` K (the memory lesion) writes files tagged ``-freeze_memory=K`` and
+    records K; the plain evaluation records none; a K beyond the lifetime is one clear error
+    before any step, and leaves no file."""
+    plain = evaluate_run(trained_run, episodes=16)
+    frozen = evaluate_run(trained_run, episodes=16, freeze_memory=0)
+    assert plain["freeze_memory"] is None and frozen["freeze_memory"] == 0
+    written = json.loads((trained_run / "evaluation-freeze_memory=0.json").read_text())
+    assert written["mean_reward"] == frozen["mean_reward"]
+    assert json.loads((trained_run / "evaluation.json").read_text())["freeze_memory"] is None
+    assert (trained_run / "accuracy_by_presentation-freeze_memory=0.csv").is_file()
+    steps = load_recipe(HARLOW).task.config.max_steps  # a Harlow lifetime's steps
+    with pytest.raises(MetodsError, match=f"from 0 to {steps - 1} here, got {steps}"):
+        evaluate_run(trained_run, episodes=16, freeze_memory=steps)
+    assert not (trained_run / f"evaluation-freeze_memory={steps}.json").exists()
+    assert main(["evaluate", str(trained_run), "--freeze-memory", "-2"]) == 2
+    err = capsys.readouterr().err
+    assert "evaluate: --freeze-memory must be a step of the lifetime (0 or more), got -2" in err
+    assert "Traceback" not in err
 
 
 def test_cli_evaluate_json(trained_run: Path) -> None:

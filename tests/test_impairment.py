@@ -97,7 +97,9 @@ def test_normalisation_by_the_best_run_in_each_condition(monkeypatch: pytest.Mon
         "b": {"": 100.0, "0": 80.0, "1": -10.0},
     }
 
-    def fake_evaluate(run: Path, episodes: Any, overrides: list[str], *rest: Any) -> dict:
+    def fake_evaluate(
+        run: Path, episodes: Any, overrides: list[str], *rest: Any, **options: Any
+    ) -> dict:
         key = overrides[0].rsplit("=", 1)[1] if overrides else ""
         mean = returns[str(run)][key]
         return {"mean_reward": mean, "mean_reward_ci95": 1.0, "reward_curve": [mean / 4] * 4}
@@ -149,7 +151,9 @@ def test_impaired_over_intact_by_segment_of_the_lifetime(monkeypatch: pytest.Mon
         "1": [1.0, 1.0, 2.0, 2.0, 1.0, 1.0],
     }
 
-    def fake_evaluate(run: Path, episodes: Any, overrides: list[str], *rest: Any) -> dict:
+    def fake_evaluate(
+        run: Path, episodes: Any, overrides: list[str], *rest: Any, **options: Any
+    ) -> dict:
         key = overrides[0].rsplit("=", 1)[1] if overrides else ""
         curve = curves[key]
         return {"mean_reward": sum(curve), "mean_reward_ci95": 0.0, "reward_curve": curve}
@@ -166,3 +170,33 @@ def test_impaired_over_intact_by_segment_of_the_lifetime(monkeypatch: pytest.Mon
     for bad in (0, 8):
         with pytest.raises(MetodsError, match="--segments must be between 1 and"):
             impairment.segment_bounds(7, bad)
+
+
+def test_frozen_memory_reaches_every_evaluation_and_the_table(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--freeze-memory K`` is passed to the intact and every impaired evaluation, recorded in
+    the table and named in its heading; a negative K is refused before any evaluation."""
+    seen: list[tuple[str, Any]] = []
+
+    def fake_evaluate(
+        run: Path, episodes: Any, overrides: list[str], *rest: Any, **options: Any
+    ) -> dict:
+        seen.append((",".join(overrides), options.get("freeze_memory")))
+        return {"mean_reward": 4.0, "mean_reward_ci95": 0.0, "reward_curve": [1.0] * 4}
+
+    monkeypatch.setattr(impairment, "actuator_count", lambda run: ("cheetah_dir", 2))
+    monkeypatch.setattr(impairment, "evaluate_run", fake_evaluate)
+    table = impairment.impairment_table([Path("a")], freeze_memory=7)
+    assert seen == [("", 7), ("task.impair_actuator=0", 7), ("task.impair_actuator=1", 7)]
+    assert table["freeze_memory"] == 7
+    assert "checkpoint last, memory frozen from step 7 (" in impairment.format_markdown(table)
+    seen.clear()
+    plain = impairment.impairment_table([Path("a")])
+    assert {frozen for _, frozen in seen} == {None} and plain["freeze_memory"] is None
+    assert "memory frozen" not in impairment.format_markdown(plain)
+    seen.clear()
+    assert main(["impairment", "a", "--freeze-memory", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--freeze-memory must be a step of the lifetime (0 or more), got -1" in err
+    assert "Traceback" not in err and not seen

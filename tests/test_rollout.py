@@ -146,3 +146,66 @@ def test_outer_batch_closes_every_env_it_built() -> None:
     first.close()
     assert ClosingEnv.closed == 3
     assert torch.equal(first.all_reduce(torch.ones(2)), torch.ones(2))
+
+
+def _states_passed(freeze_memory: int | None):
+    """Run 5 lifetimes, recording the state given to every step and the one each returned."""
+    sampler = FakeTasks(FakeTasks.Config(continuous=True, steps=8))
+    agent, _ = create_tiny_agent(sampler)
+    tasks = sampler.sample(5, "train", torch.Generator().manual_seed(0))
+    given, returned = [], []
+    step = agent.step  # the tiny read-out samples outside the step (no ``act``)
+
+    def spy(*args):
+        distribution, value, state = step(*args)
+        given.append(args[3])
+        returned.append(state)
+        return distribution, value, state
+
+    agent.step = spy  # type: ignore[method-assign]
+    lifetimes = run_lifetimes(
+        agent,
+        sampler.make_env(tasks),
+        torch.Generator().manual_seed(1),
+        freeze_memory=freeze_memory,
+    )
+    return agent, given, returned, lifetimes
+
+
+def _equal(a, b) -> bool:
+    leaves_a, leaves_b = torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b)
+    return len(leaves_a) == len(leaves_b) and all(map(torch.equal, leaves_a, leaves_b))
+
+
+def test_frozen_memory_holds_the_state_reached_after_k_steps() -> None:
+    """``freeze_memory=K``: steps before K run as without the lesion; every step from K on is
+    given the state after step K - 1, whatever the steps after it returned."""
+    _, plain_given, _, plain = _states_passed(None)
+    k = 3
+    _, given, returned, frozen = _states_passed(k)
+    steps = len(given)
+    assert steps == len(plain_given) > k + 2
+    for t in range(k + 1):  # the same inputs, so the same states, up to step K's
+        assert _equal(given[t], plain_given[t])
+    for t in range(k, steps):
+        assert _equal(given[t], returned[k - 1])
+    assert not _equal(returned[k], returned[k - 1])  # the rule did write: the lesion drops it
+    torch.testing.assert_close(frozen.rewards[:k], plain.rewards[:k])
+    assert not torch.equal(frozen.log_probs[k + 1 :], plain.log_probs[k + 1 :])
+
+
+def test_memory_frozen_from_step_0_is_the_memoryless_policy() -> None:
+    """``freeze_memory=0`` gives every step the agent's initial state."""
+    agent, given, _, _ = _states_passed(0)
+    initial = agent.init_state(5)
+    assert all(_equal(state, initial) for state in given)
+
+
+@pytest.mark.parametrize("step", [-1, 8])
+def test_freeze_memory_outside_the_lifetime_is_refused(step: int) -> None:
+    """K must be a step of the lifetime (here 8 steps)."""
+    sampler = FakeTasks(FakeTasks.Config(steps=8))
+    agent, _ = create_tiny_agent(sampler)
+    tasks = sampler.sample(2, "train", torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"freeze_memory must be in \[0, 8\)"):
+        run_lifetimes(agent, sampler.make_env(tasks), torch.Generator(), freeze_memory=step)
