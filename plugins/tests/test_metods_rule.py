@@ -327,6 +327,7 @@ def test_diagnostics_at_initialisation() -> None:
         {"alpha": "none", "initial_weights": "random"},
         {"initial_weights": "zeros", "learn_kappa": False, "learn_beta": False},
         {"sigma": "relu", "recursion_steps": 2},
+        {"write_steps": 2},
     ],
     ids=lambda config: "-".join(f"{key}={value}" for key, value in config.items()),
 )
@@ -432,3 +433,32 @@ def test_fused_step_saves_two_matrices_per_step_for_backward() -> None:
             _, weights = rule.step(randn(batch, n, seed=t), weights)
     matrices = sum(size for size in storages.values() if size >= matrix_bytes) / matrix_bytes
     assert matrices <= 2 * 3 + 1  # two per step, plus the learned W_0
+
+
+def test_write_steps_hold_w_after_the_first_k_steps() -> None:
+    """``write_steps`` K: the first K steps are Algorithm 1's exactly; from then on W is held
+    while the output still reads it; each task counts its own steps (a reset restarts them)."""
+    torch.manual_seed(0)
+    plain = MetODSRule(MetODSRule.Config(recursion_steps=2), 5)
+    torch.manual_seed(0)
+    windowed = MetODSRule(MetODSRule.Config(recursion_steps=2, write_steps=2), 5)
+    inputs = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        windowed.initial_weights.normal_()
+        plain.initial_weights.copy_(windowed.initial_weights)
+    weights, (held, taken) = plain.init_state(3), windowed.init_state(3)
+    assert torch.equal(taken, torch.zeros(3))
+    history = []
+    for t, x in enumerate(inputs):
+        y_plain, weights = plain.step(x, weights)
+        y, (held, taken) = windowed.step(x, (held, taken))
+        history.append(held)
+        if t < 2:
+            torch.testing.assert_close(y, y_plain, rtol=0, atol=0)
+            torch.testing.assert_close(held, weights, rtol=0, atol=0)
+    assert torch.equal(history[3], history[1]) and torch.equal(taken, torch.full((3,), 4.0))
+    assert not torch.equal(held, weights)  # the unwindowed rule kept writing
+    expected, _ = windowed._step(inputs[3], history[1])
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)  # the read of the held W
+    restarted = windowed.reset((held, taken), torch.tensor([True, False, False]))
+    assert restarted[1].tolist() == [0.0, 4.0, 4.0]

@@ -76,6 +76,12 @@ class MetODSRule(PlasticityRule):
         In ML1 reach's collapses P moved most of the rule's tensors (docs/results.md)."""
         mlp_hidden: int = Field(32, gt=0)
         """Hidden width of the MLP used by the mlp write."""
+        write_steps: int | None = Field(None, ge=1)
+        """Write W only in the first ``write_steps`` environment steps of a lifetime and hold it
+        after them (the S read/write recursions of every step still run from the held W). None:
+        write at every step, Algorithm 1. Motivated by the memory lesion on cheetah_dir, where
+        the writes after step 20 tipped the robot over under a disabled actuator
+        (docs/results.md); the state is then ``(W, steps)``."""
 
     def __init__(self, config: Config, input_size: int) -> None:
         super().__init__()
@@ -164,15 +170,32 @@ class MetODSRule(PlasticityRule):
                 "read_gain": self.kappa[0][1].clone(),
             }
 
-    def init_state(self, batch_size: int) -> torch.Tensor:
-        """Return W_0 for every task: ``(batch, N, N)``.
+    def init_state(self, batch_size: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Return W_0 for every task: ``(batch, N, N)``; with ``write_steps``, also the steps
+        taken, ``(batch,)`` zeros (in W's dtype, so that the state follows the module's).
 
         A contiguous copy, not an expanded view: every later W_t is contiguous, and a compiled
         step would otherwise be compiled twice (its guards check strides).
         """
-        return self.initial_weights.unsqueeze(0).repeat(batch_size, 1, 1)
+        weights = self.initial_weights.unsqueeze(0).repeat(batch_size, 1, 1)
+        if self.config.write_steps is None:
+            return weights
+        return weights, weights.new_zeros(batch_size)
 
-    def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, x: torch.Tensor, state: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """One environment step: :meth:`_step` on W; with ``write_steps`` the new W is kept only
+        for the lifetimes that have taken fewer than ``write_steps`` steps, the others keep
+        theirs (``torch.where``: no host synchronisation)."""
+        if self.config.write_steps is None:
+            return self._step(x, state)  # type: ignore[arg-type]
+        weights, taken = state
+        y, written = self._step(x, weights)
+        writing = (taken < self.config.write_steps)[:, None, None]
+        return y, (torch.where(writing, written, weights), taken + 1)
+
+    def _step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run S read/write recursions on ``x`` ``(batch, N)`` and W ``(batch, N, N)``.
 
         Computes Algorithm 1 (see the module docstring) without materialising the
