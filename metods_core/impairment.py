@@ -185,9 +185,9 @@ def format_markdown(table: dict[str, Any]) -> str:
     lesion = "" if frozen is None else f", memory frozen from step {frozen}"
     lines = [
         f"Impairment table: {table['task']}, checkpoint {table['checkpoint']}{lesion} (mean "
-        "held-out "
-        "return ± 95 % CI; K: the disabled actuator; normalised: each impaired return divided "
-        "by the best run's in that condition, averaged over the K whose best return is positive)",
+        "held-out return ± 95 % CI; K: the disabled actuator; normalised: each impaired return "
+        "divided by the best run's in that condition, averaged over the K whose best return is "
+        "positive)",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

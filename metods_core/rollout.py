@@ -98,7 +98,9 @@ def run_lifetimes(
     lifetime on: every later step is given the state reached after the first K steps and its
     new state is dropped, so the agent reads what it stored but stores nothing more. K = 0
     gives every step the initial state: a memoryless policy with the same meta-parameters (it
-    still sees the previous action and reward). ``None`` (default): no lesion.
+    still sees the previous action and reward). ``None`` (default): no lesion. It cannot be
+    recorded: a replay (``replay_lifetimes``) does not hold the state.
+
     The loop makes no host-device synchronisation: finished lifetimes keep stepping and are
     masked out, so the loop always runs ``env.lifetime_steps`` steps. With ``record`` the
     agent's inputs and actions are kept in ``Lifetimes.record`` for ``replay_lifetimes``.
@@ -106,6 +108,8 @@ def run_lifetimes(
     observation, _ = env.reset()
     batch = env.num_envs
     device = observation.device
+    if freeze_memory is not None and record:
+        raise ValueError("freeze_memory is an evaluation lesion: its rollouts cannot be recorded")
     if freeze_memory is not None and not 0 <= freeze_memory < env.lifetime_steps:
         raise ValueError(
             f"freeze_memory must be in [0, {env.lifetime_steps}) (the lifetime's steps), "

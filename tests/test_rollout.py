@@ -209,3 +209,14 @@ def test_freeze_memory_outside_the_lifetime_is_refused(step: int) -> None:
     tasks = sampler.sample(2, "train", torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=r"freeze_memory must be in \[0, 8\)"):
         run_lifetimes(agent, sampler.make_env(tasks), torch.Generator(), freeze_memory=step)
+
+
+def test_a_lesioned_rollout_is_not_recorded() -> None:
+    """A replay would not hold the state, so ``record`` with ``freeze_memory`` is refused."""
+    sampler = FakeTasks(FakeTasks.Config())
+    agent, _ = create_tiny_agent(sampler)
+    tasks = sampler.sample(2, "train", torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="cannot be recorded"):
+        run_lifetimes(
+            agent, sampler.make_env(tasks), torch.Generator(), record=True, freeze_memory=1
+        )
