@@ -9,6 +9,7 @@ import torch
 
 from metods_core.interfaces import OuterBatch
 from metods_core.rollout import replay_lifetimes, replay_steps, run_lifetimes
+from metods_core.testing._common import state_leaves
 from metods_core.testing.fakes import FakeEnv, FakeTasks, create_tiny_agent
 
 
@@ -173,7 +174,7 @@ def _states_passed(freeze_memory: int | None):
 
 
 def _equal(a, b) -> bool:
-    leaves_a, leaves_b = torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b)
+    leaves_a, leaves_b = state_leaves(a), state_leaves(b)
     return len(leaves_a) == len(leaves_b) and all(map(torch.equal, leaves_a, leaves_b))
 
 
