@@ -114,7 +114,13 @@ def impairment_table(
     rows: list[dict[str, Any]] = []
     bounds: list[tuple[int, int]] = []
     for run in found:
-        intact = evaluate_run(run, episodes, [], greedy, checkpoint, freeze_memory=freeze_memory)
+
+        def evaluate(overrides: list[str], run: Path = run) -> dict[str, Any]:
+            return evaluate_run(
+                run, episodes, overrides, greedy, checkpoint, freeze_memory=freeze_memory
+            )
+
+        intact = evaluate([])
         own_bounds = segment_bounds(len(intact["reward_curve"]), segments)  # before the rest
         if rows and own_bounds != bounds:
             raise MetodsError(
@@ -122,17 +128,7 @@ def impairment_table(
                 "compare runs of one task setting"
             )
         bounds = own_bounds
-        impaired = [
-            evaluate_run(
-                run,
-                episodes,
-                [f"task.{IMPAIR_FIELD}={k}"],
-                greedy,
-                checkpoint,
-                freeze_memory=freeze_memory,
-            )
-            for k in range(actuators)
-        ]
+        impaired = [evaluate([f"task.{IMPAIR_FIELD}={k}"]) for k in range(actuators)]
         intact_by_segment = _segment_means(intact["reward_curve"], bounds)
         impaired_by_segment = [_segment_means(r["reward_curve"], bounds) for r in impaired]
         by_segment = [
@@ -181,7 +177,7 @@ def format_markdown(table: dict[str, Any]) -> str:
     actuators = table["actuators"]
     head = ["run", "intact", *[f"K = {k}" for k in range(actuators)]]
     head += ["mean impaired", "impaired / intact", "normalised (paper)"]
-    frozen = table.get("freeze_memory")
+    frozen = table["freeze_memory"]
     lesion = "" if frozen is None else f", memory frozen from step {frozen}"
     lines = [
         f"Impairment table: {table['task']}, checkpoint {table['checkpoint']}{lesion} (mean "
