@@ -201,6 +201,8 @@ class Agent(nn.Module):
         One compiled call per environment step (and one compiled node in backward) instead of
         the rule alone: the encoder's and read-out's operators fuse with the rule's, and the
         per-call overhead is paid once. The state is explicit, so no buffer is captured.
+        For a rule that holds its state after some steps (``PlasticityRule.held_from``),
+        ``evaluate_held`` is compiled too.
 
         Args:
             replay_span: with more than 1, also compile ``evaluate_span`` over this many steps
@@ -220,6 +222,10 @@ class Agent(nn.Module):
             self.evaluate_actions = self.compiled(  # type: ignore[method-assign]
                 self.evaluate_actions
             )
+            if self.rule.held_from() is not None:
+                self.evaluate_held = self.compiled(  # type: ignore[method-assign]
+                    self.evaluate_held
+                )
         if replay_span > 1 and "evaluate_span" not in self.__dict__:
             self.evaluate_span = self.compiled(self.evaluate_span)  # type: ignore[method-assign]
         self.replay_span = replay_span
@@ -250,6 +256,19 @@ class Agent(nn.Module):
         Returns:
             The action distribution, the value estimate ``(batch,)`` and the new state.
         """
+        embedding = self._embed(observation, previous_action, previous_reward, new_episode)
+        output, state = self.rule.step(embedding, state)
+        distribution, value = self._read_out(output)
+        return distribution, value, state
+
+    def _embed(
+        self,
+        observation: torch.Tensor,
+        previous_action: torch.Tensor,
+        previous_reward: torch.Tensor,
+        new_episode: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Return the embedding v(0) = f(inputs) ``(batch, hidden)`` of ``step``'s inputs."""
         parts = [
             observation.reshape(observation.shape[0], -1).to(self._dtype()),
             previous_action.to(self._dtype()),
@@ -259,14 +278,18 @@ class Agent(nn.Module):
             if new_episode is None:
                 new_episode = torch.zeros(observation.shape[0], device=observation.device)
             parts.append(new_episode.unsqueeze(-1).to(self._dtype()))
-        features = torch.cat(parts, dim=-1)
-        embedding = self.encoder(features)
-        output, state = self.rule.step(embedding, state)
+        return self.encoder(torch.cat(parts, dim=-1))
+
+    def _read_out(
+        self, output: torch.Tensor
+    ) -> tuple[torch.distributions.Distribution, torch.Tensor]:
+        """Return the action distribution and the value ``(batch,)`` read from the rule's
+        ``output`` ``(batch, output_size)`` (the value's gradient scaled by ``value_gradient``)."""
         distribution, value = self.readout(output)
         share = self.config.value_gradient
         if share < 1.0:
             _, value = self.readout(_scale_gradient(output, share))
-        return distribution, value, state
+        return distribution, value
 
     def act(
         self,
@@ -361,5 +384,39 @@ class Agent(nn.Module):
             log_prob=torch.stack(log_probs),
             entropy=torch.stack(entropies),
             value=torch.stack(values),
+            state=state,
+        )
+
+    def evaluate_held(
+        self,
+        observations: torch.Tensor,
+        previous_actions: torch.Tensor,
+        previous_rewards: torch.Tensor,
+        state: State,
+        new_episode: torch.Tensor,
+        actions: torch.Tensor,
+    ) -> Evaluation:
+        """``evaluate_span`` over steps in which the rule holds its state (from
+        ``rule.held_from()`` steps of the lifetime on): every step reads the same state, so all
+        of them are computed at once, as one batch of ``steps * batch`` (``rule.step_held``).
+
+        ``evaluate_span``'s arguments and result: the same outputs (up to the order of
+        floating-point sums) in one call instead of ``steps`` sequential ones, and one node in
+        backward (under ``compile_step``, one compiled graph).
+        """
+        steps, batch = previous_rewards.shape
+
+        def flat(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.reshape(steps * batch, *tensor.shape[2:])
+
+        embedding = self._embed(
+            flat(observations), flat(previous_actions), flat(previous_rewards), flat(new_episode)
+        )
+        output, state = self.rule.step_held(embedding.view(steps, batch, -1), state)
+        distribution, value = self._read_out(output.reshape(steps * batch, -1))
+        return Evaluation(
+            log_prob=distribution.log_prob(flat(actions)).view(steps, batch),
+            entropy=distribution.entropy().view(steps, batch),
+            value=value.view(steps, batch),
             state=state,
         )

@@ -183,7 +183,12 @@ def run_lifetimes(
 
 
 def replay_steps(
-    agent: Agent, record: LifetimeRecord, state: State, start: int, stop: int
+    agent: Agent,
+    record: LifetimeRecord,
+    state: State,
+    start: int,
+    stop: int,
+    from_lifetime_start: bool = True,
 ) -> tuple[Replay, State]:
     """Replay steps ``start`` to ``stop`` (excluded) of ``record`` from plastic ``state``.
 
@@ -191,12 +196,19 @@ def replay_steps(
     Gradients flow to the meta-parameters and to ``state`` (BPTT over the span).
     Steps go ``agent.replay_span`` at a time through ``Agent.evaluate_span`` (what is left
     over, one at a time through ``Agent.evaluate_actions``): the same outputs, fewer calls.
+
+    When ``from_lifetime_start`` (the record's step ``t`` is step ``t`` of its lifetimes) and
+    the rule holds its state from step K on (``PlasticityRule.held_from``), the steps from K
+    on are computed at once by ``Agent.evaluate_held``: the same outputs and gradients, up to
+    the order of floating-point sums. Windows cut from the middle of lifetimes pass False.
     """
     span = agent.replay_span
-    log_probs, values, entropies = [], [], []
+    held_from = agent.rule.held_from() if from_lifetime_start else None
+    sequential_stop = stop if held_from is None else min(stop, max(start, held_from))
+    scores: list[Evaluation] = []
     t = start
-    while t < stop:
-        if span > 1 and stop - t >= span:
+    while t < sequential_stop:
+        if span > 1 and sequential_stop - t >= span:
             window = slice(t, t + span)
             scored = agent.evaluate_span(
                 record.observations[window],
@@ -224,10 +236,24 @@ def replay_steps(
             )
             t += 1
         state = scored.state
-        log_probs.append(scored.log_prob)
-        values.append(scored.value)
-        entropies.append(scored.entropy)
-    replay = Replay(torch.cat(log_probs), torch.cat(values), torch.cat(entropies))
+        scores.append(scored)
+    if sequential_stop < stop:
+        window = slice(sequential_stop, stop)
+        scored = agent.evaluate_held(
+            record.observations[window],
+            record.previous_actions[window],
+            record.previous_rewards[window],
+            state,
+            record.new_episode[window],
+            record.actions[window],
+        )
+        state = scored.state
+        scores.append(scored)
+    replay = Replay(
+        torch.cat([scored.log_prob for scored in scores]),
+        torch.cat([scored.value for scored in scores]),
+        torch.cat([scored.entropy for scored in scores]),
+    )
     return replay, state
 
 

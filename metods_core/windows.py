@@ -73,7 +73,9 @@ class Windows:
         """
         stored = map_state(lambda leaf: leaf[index], self.starts)
         start = where_state(self.first[index], agent.init_state(int(index.shape[0])), stored)
-        replay, _ = replay_steps(agent, self.record.select(index), start, 0, self.window)
+        replay, _ = replay_steps(
+            agent, self.record.select(index), start, 0, self.window, from_lifetime_start=False
+        )
         return replay
 
 

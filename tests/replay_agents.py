@@ -17,16 +17,22 @@ from metods_core.testing.fakes import FakeRule
 STEPS = 23
 """Steps per lifetime: a prime, so no chunk or window length divides it."""
 HIDDEN = 6
+HELD_FROM = 7
+"""``write_steps`` of the ``metods_held`` agent: its replays hold W from step 7 of 23 on."""
 
 
 def harlow_agent(rule_name: str) -> tuple[Agent, HarlowTasks]:
-    """Return a float64 agent with a MetODS (S = 2, learned W_0), LSTM or fake rule."""
+    """Return a float64 agent with a MetODS (S = 2, learned W_0; ``metods_held``: written in
+    the first ``HELD_FROM`` steps only), LSTM or fake rule."""
     tasks = HarlowTasks(HarlowTasks.Config(max_steps=STEPS, trials=100))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         rule: PlasticityRule
         if rule_name == "metods":
             rule = MetODSRule(MetODSRule.Config(recursion_steps=2), HIDDEN)
+        elif rule_name == "metods_held":  # W written in the first HELD_FROM steps only
+            config = MetODSRule.Config(recursion_steps=2, write_steps=HELD_FROM)
+            rule = MetODSRule(config, HIDDEN)
         elif rule_name == "lstm":
             rule = LSTMRule(LSTMRule.Config(), HIDDEN)
         else:

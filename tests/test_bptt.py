@@ -53,7 +53,7 @@ def gradients(agent: Agent, record: LifetimeRecord, config: BPTTConfig, loss_ste
     return grads, replay, calls
 
 
-@pytest.mark.parametrize("rule_name", ["metods", "lstm", "fake"])
+@pytest.mark.parametrize("rule_name", ["metods", "metods_held", "lstm", "fake"])
 def test_checkpointed_gradients_equal_full_bptt_in_float64(rule_name: str) -> None:
     """Chunked recomputation with the carried state gradient gives full BPTT's gradients
     (to 1e-10) and outputs, with one backward per chunk, for tensor, tuple and NamedTuple

@@ -34,7 +34,7 @@ def test_to_windows_layout_and_padding() -> None:
     assert torch.equal(to_windows(tensor, steps), tensor)  # one window: unchanged
 
 
-@pytest.mark.parametrize("rule_name", ["metods", "lstm", "fake"])
+@pytest.mark.parametrize("rule_name", ["metods", "metods_held", "lstm", "fake"])
 def test_windows_replay_the_collected_lifetimes(rule_name: str) -> None:
     """With the collecting meta-parameters, every window replayed from its stored state gives
     the outputs of the whole-lifetime replay at the same steps (float64, to 1e-12), for

@@ -59,6 +59,33 @@ class PlasticityRule(nn.Module, abc.ABC):
         """
         return {}
 
+    def held_from(self) -> int | None:
+        """Return K if the rule holds its state from step K of every lifetime on (its ``step``
+        then reads the state but no longer changes what later outputs depend on), else None.
+
+        A rule that returns K must implement ``step_held``: replays then compute the steps
+        from K on at once (``Agent.evaluate_held``) instead of one after the other. Default
+        None: the state may change at every step.
+        """
+        return None
+
+    def step_held(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Advance ``steps`` environment steps at once, all taken from K = ``held_from()`` on.
+
+        Args:
+            x: inputs of the consecutive steps, ``(steps, batch, input_size)``.
+            state: the state after at least K steps of the lifetime.
+
+        Returns:
+            The outputs ``(steps, batch, output_size)``, each what ``step`` would return for
+            its input, and the state after the last step: what ``steps`` calls of ``step``
+            would give, up to the order of floating-point sums.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__}.held_from() returned {self.held_from()}, so the rule must "
+            "implement step_held (or return None from held_from)"
+        )
+
     def reset(self, state: State, mask: torch.Tensor) -> State:
         """Re-initialise the lifetimes selected by the boolean ``mask`` of shape ``(batch,)``."""
         from metods_core.interfaces.state import where_state

@@ -230,6 +230,48 @@ def check_follows_module_dtype(cls: type[PlasticityRule], /, **config: Any) -> N
     assert y.dtype == torch.float64, f"a float64 rule returned {y.dtype} outputs"
 
 
+def check_held_steps(cls: type[PlasticityRule], /, **config: Any) -> None:
+    """A rule that holds its state from step K (``held_from()``) gives, from ``step_held`` on
+    the steps after K, the outputs, state and gradients of ``step`` called on each in turn."""
+    rule = build_rule(cls, config)
+    held_from = rule.held_from()
+    if held_from is None:
+        return
+    inputs = _inputs()
+    assert 0 <= held_from < STEPS, (
+        f"check with a held_from() below {STEPS} (the check's steps), got {held_from}"
+    )
+    results = []
+    for held in (False, True):
+        rule.zero_grad(set_to_none=True)
+        _, state = _unroll(rule, inputs[:held_from], _init_state(rule))
+        rest = inputs[held_from:]
+        outputs, state = rule.step_held(rest, state) if held else _unroll(rule, rest, state)
+        weights = torch.randn(outputs.shape, generator=torch.Generator().manual_seed(3))
+        (outputs * weights).sum().backward()
+        grads = [p.grad.clone() for p in rule.parameters() if p.grad is not None]
+        results.append((outputs.detach(), map_state(torch.Tensor.detach, state), grads))
+    (y_step, state_step, grads_step), (y_held, state_held, grads_held) = results
+    assert y_held.shape == y_step.shape, (
+        f"step_held returned outputs of shape {tuple(y_held.shape)}, expected (steps, batch, "
+        f"output_size) = {tuple(y_step.shape)}"
+    )
+    torch.testing.assert_close(
+        y_held, y_step, msg=lambda m: f"step_held's outputs differ from step's: {m}"
+    )
+    for leaf_held, leaf_step in zip(
+        state_leaves(state_held), state_leaves(state_step), strict=True
+    ):
+        torch.testing.assert_close(
+            leaf_held, leaf_step, msg=lambda m: f"step_held's state differs from step's: {m}"
+        )
+    assert len(grads_held) == len(grads_step), "step_held reaches other parameters than step"
+    for got, expected in zip(grads_held, grads_step, strict=True):
+        torch.testing.assert_close(
+            got, expected, msg=lambda m: f"step_held's gradients differ from step's: {m}"
+        )
+
+
 PLASTICITY_CHECKS: dict[str, Callable[..., None]] = {
     **CONFIG_CHECKS,
     "construction": check_construction,
@@ -240,6 +282,7 @@ PLASTICITY_CHECKS: dict[str, Callable[..., None]] = {
     "gradients": check_gradients,
     "determinism": check_determinism,
     "follows_module_dtype": check_follows_module_dtype,
+    "held_steps": check_held_steps,
 }
 """Every check of the plasticity suite, by name: ``check(cls, **config)``."""
 

@@ -152,6 +152,25 @@ class LeakyRule(FakeRule):
         return y + y.mean(0), new
 
 
+class WronglyHeldRule(FakeRule):
+    """Claims to hold its state from step 1, but its synapses keep changing: ``step_held``
+    reads the state it is given for every step, so it disagrees with ``step``."""
+
+    def held_from(self) -> int | None:
+        return 1
+
+    def step_held(self, x: torch.Tensor, state: FakeState) -> tuple[torch.Tensor, FakeState]:
+        outputs = torch.stack([self.step(x_t, state)[0] for x_t in x])
+        return outputs, state
+
+
+class UnimplementedHeldRule(FakeRule):
+    """Claims to hold its state from step 1 without implementing ``step_held``."""
+
+    def held_from(self) -> int | None:
+        return 1
+
+
 class GlobalRngReadout(FakeReadout):
     """Samples from the global RNG instead of the given generator."""
 
@@ -267,6 +286,7 @@ class LaxConfigRule(FakeRule):
         pytest.param(lambda: check_plasticity_rule(InPlaceRule), "step_is_pure", id="in-place"),
         pytest.param(lambda: check_plasticity_rule(LeakyRule), "tasks_are_independent", id="leak"),
         pytest.param(lambda: check_plasticity_rule(LaxConfigRule), "config_strict", id="lax"),
+        pytest.param(lambda: check_plasticity_rule(WronglyHeldRule), "held_steps", id="held"),
         pytest.param(
             lambda: check_readout(GlobalRngReadout, gym.spaces.Discrete(3)), "sample", id="rng"
         ),
@@ -314,6 +334,13 @@ def test_suite_reports_every_failure_at_once() -> None:
     message = str(error.value)
     assert "failed" in message
     assert "- step_is_pure:" in message and "- tasks_are_independent:" in message
+
+
+def test_a_held_rule_without_step_held_is_named() -> None:
+    """A rule whose ``held_from`` returns a step must implement ``step_held``; the suite says
+    so (the default ``step_held`` raises)."""
+    with pytest.raises(AssertionError, match=r"- held_steps: NotImplementedError: .*step_held"):
+        check_plasticity_rule(UnimplementedHeldRule)
 
 
 def test_config_without_component_base_is_named() -> None:

@@ -26,6 +26,7 @@ at least as well as S = 1 (measured on Harlow, see docs/results.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -211,13 +212,62 @@ class MetODSRule(PlasticityRule):
         if steps == 1:  # nothing to fuse: Algorithm 1 directly, in fewer operators
             return self._one_recursion(x, state)
         composition = self._composition()  # (S + 1, S + 1): row s is [c_s, d_s[1..S]]
+        output, pre, post = self._recursions(x, lambda v: _read(state, v), composition, True)
+        final = composition[steps]
+        written = _sum_of_outer_products(pre, post, final[1:])
+        return output, final[0] * state + self._gate(written)
+
+    def held_from(self) -> int | None:
+        """Return ``write_steps``: from then on W is held (None when it is written at every
+        step)."""
+        return self.config.write_steps
+
+    def step_held(
+        self, x: torch.Tensor, state: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """Run ``steps`` environment steps past ``write_steps`` at once: x ``(steps, batch, N)``
+        -> outputs ``(steps, batch, N)``, and the state ``(W, steps taken + steps)``.
+
+        Each step runs its S recursions from the held W (as ``step`` does), so the steps are
+        independent given W: every read ``W u`` is one matrix product per task over all the
+        steps, ``(batch, steps, N) x (batch, N, N)``, and the write of W(S), which ``step``
+        computes and then drops, is not computed.
+        """
+        if self.config.write_steps is None:
+            raise ValueError("step_held needs write_steps: without it W changes at every step")
+        weights, taken = state
+        steps, batch, size = x.shape
+
+        def read(v: torch.Tensor) -> torch.Tensor:  # (steps * batch, N) -> W v per task
+            per_task = v.view(steps, batch, size).transpose(0, 1)  # (batch, steps, N)
+            product = torch.bmm(per_task, weights.transpose(1, 2))  # rows: (W v)^T
+            return product.transpose(0, 1).reshape(steps * batch, size)
+
+        output, _, _ = self._recursions(
+            x.reshape(steps * batch, size), read, self._composition(), False
+        )
+        return output.view(steps, batch, size), (weights, taken + steps)
+
+    def _recursions(
+        self,
+        x: torch.Tensor,
+        read_weights: Callable[[torch.Tensor], torch.Tensor],
+        composition: torch.Tensor,
+        last_write: bool,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Run the S reads of one step on ``x`` ``(batch, N)``; ``read_weights(u)`` is W(0) u.
+
+        Returns v(S) ``(batch, N)`` and the two sides of the writes A_1..A_S, ``(batch, N)``
+        each (without A_S's when not ``last_write``: only W(S) needs it).
+        """
+        steps = self.config.recursion_steps
         activations = [x]  # v(0), ..., v(s)
         writes_pre: list[torch.Tensor] = []  # v(j-1) of each write A_j, (batch, N)
         writes_post: list[torch.Tensor] = []  # post(v(j-1)) of each write A_j, (batch, N)
         for s in range(1, steps + 1):
             v_prev = activations[-1]
             coefficients = composition[s - 1]
-            read = coefficients[0] * _read(state, v_prev)
+            read = coefficients[0] * read_weights(v_prev)
             if s > 1:  # the writes A_1..A_{s-1} in W(s-1), all applied to v(s-1) at once
                 read = read + self._apply_writes(
                     torch.stack(writes_pre), torch.stack(writes_post), coefficients[1:s], v_prev
@@ -227,12 +277,11 @@ class MetODSRule(PlasticityRule):
             kappa = self.kappa[s - 1]
             stacked = torch.stack(activations)  # (s, batch, N)
             v_new = torch.tensordot(kappa[:s], stacked, dims=1) + kappa[s] * read
-            writes_pre.append(v_prev)
-            writes_post.append(self._post(v_prev))
+            if s < steps or last_write:
+                writes_pre.append(v_prev)
+                writes_post.append(self._post(v_prev))
             activations.append(v_new)
-        final = composition[steps]
-        written = _sum_of_outer_products(writes_pre, writes_post, final[1:])
-        return activations[-1], final[0] * state + self._gate(written)
+        return activations[-1], writes_pre, writes_post
 
     def _one_recursion(
         self, x: torch.Tensor, state: torch.Tensor
