@@ -83,7 +83,8 @@ class Action(NamedTuple):
 
 class Evaluation(NamedTuple):
     """Replaying given actions: ``Agent.evaluate_actions``'s result for one step, each
-    ``(batch,)``; ``Agent.evaluate_span``'s for consecutive steps, each ``(steps, batch)``."""
+    ``(batch,)``; ``Agent.evaluate_span``'s and ``Agent.evaluate_held``'s for consecutive steps,
+    each ``(steps, batch)``."""
 
     log_prob: torch.Tensor
     """The given action's log-probability under the policy ``(batch,)`` or ``(steps, batch)``."""
