@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -209,25 +210,10 @@ def replay_steps(
     t = start
     while t < sequential_stop:
         if span > 1 and sequential_stop - t >= span:
-            window = slice(t, t + span)
-            scored = agent.evaluate_span(
-                record.observations[window],
-                record.previous_actions[window],
-                record.previous_rewards[window],
-                state,
-                record.new_episode[window],
-                record.actions[window],
-            )
+            scored = _score(agent.evaluate_span, record, slice(t, t + span), state)
             t += span
         else:
-            one = agent.evaluate_actions(
-                record.observations[t],
-                record.previous_actions[t],
-                record.previous_rewards[t],
-                state,
-                record.new_episode[t],
-                record.actions[t],
-            )
+            one = _score(agent.evaluate_actions, record, t, state)
             scored = Evaluation(
                 log_prob=one.log_prob.unsqueeze(0),
                 entropy=one.entropy.unsqueeze(0),
@@ -238,15 +224,7 @@ def replay_steps(
         state = scored.state
         scores.append(scored)
     if sequential_stop < stop:
-        window = slice(sequential_stop, stop)
-        scored = agent.evaluate_held(
-            record.observations[window],
-            record.previous_actions[window],
-            record.previous_rewards[window],
-            state,
-            record.new_episode[window],
-            record.actions[window],
-        )
+        scored = _score(agent.evaluate_held, record, slice(sequential_stop, stop), state)
         state = scored.state
         scores.append(scored)
     replay = Replay(
@@ -255,6 +233,21 @@ def replay_steps(
         torch.cat([scored.entropy for scored in scores]),
     )
     return replay, state
+
+
+def _score(
+    method: Callable[..., Evaluation], record: LifetimeRecord, steps: int | slice, state: State
+) -> Evaluation:
+    """Call a replay method of the agent (``evaluate_actions``, ``evaluate_span`` or
+    ``evaluate_held``) on the recorded inputs and actions of ``steps``, from ``state``."""
+    return method(
+        record.observations[steps],
+        record.previous_actions[steps],
+        record.previous_rewards[steps],
+        state,
+        record.new_episode[steps],
+        record.actions[steps],
+    )
 
 
 def replay_lifetimes(agent: Agent, record: LifetimeRecord) -> Replay:
