@@ -113,14 +113,14 @@ def impairment_table(
     task, actuators = next(iter(found.values()))
     rows: list[dict[str, Any]] = []
     bounds: list[tuple[int, int]] = []
+
+    def evaluate(run: Path, overrides: list[str]) -> dict[str, Any]:
+        return evaluate_run(
+            run, episodes, overrides, greedy, checkpoint, freeze_memory=freeze_memory
+        )
+
     for run in found:
-
-        def evaluate(overrides: list[str], run: Path = run) -> dict[str, Any]:
-            return evaluate_run(
-                run, episodes, overrides, greedy, checkpoint, freeze_memory=freeze_memory
-            )
-
-        intact = evaluate([])
+        intact = evaluate(run, [])
         own_bounds = segment_bounds(len(intact["reward_curve"]), segments)  # before the rest
         if rows and own_bounds != bounds:
             raise MetodsError(
@@ -128,7 +128,7 @@ def impairment_table(
                 "compare runs of one task setting"
             )
         bounds = own_bounds
-        impaired = [evaluate([f"task.{IMPAIR_FIELD}={k}"]) for k in range(actuators)]
+        impaired = [evaluate(run, [f"task.{IMPAIR_FIELD}={k}"]) for k in range(actuators)]
         intact_by_segment = _segment_means(intact["reward_curve"], bounds)
         impaired_by_segment = [_segment_means(r["reward_curve"], bounds) for r in impaired]
         by_segment = [

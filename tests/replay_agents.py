@@ -11,7 +11,7 @@ from metods_plugins.tasks.harlow import HarlowTasks
 
 from metods_core.agent import Agent, AgentConfig
 from metods_core.interfaces import OuterBatch, PlasticityRule
-from metods_core.rollout import LifetimeRecord, run_lifetimes
+from metods_core.rollout import LifetimeRecord, Lifetimes, Replay, replay_lifetimes, run_lifetimes
 from metods_core.testing.fakes import FakeRule
 
 STEPS = 23
@@ -66,3 +66,23 @@ def harlow_outer_batch(
         backward=lambda loss: loss.backward(),
         generator=torch.Generator().manual_seed(1),
     )
+
+
+def replay_loss_gradients(agent: Agent, replay: Replay) -> list[torch.Tensor]:
+    """Return the meta-gradients of a loss on every output of ``replay``."""
+    loss = -replay.log_probs.sum() + replay.values.square().sum() - replay.entropies.sum()
+    return list(torch.autograd.grad(loss, [p for p in agent.parameters() if p.requires_grad]))
+
+
+def assert_compiled_replay_matches(compiled: Agent, eager: Agent, lifetimes: Lifetimes) -> None:
+    """Both agents' whole-lifetime replays give the recorded rollout's log-probabilities and
+    values, and the compiled replay the eager one's meta-gradients (1e-6, float32)."""
+    assert lifetimes.record is not None
+    gradients = []
+    for agent in (compiled, eager):
+        replay = replay_lifetimes(agent, lifetimes.record)
+        torch.testing.assert_close(replay.log_probs, lifetimes.log_probs, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(replay.values, lifetimes.values, rtol=1e-6, atol=1e-6)
+        gradients.append(replay_loss_gradients(agent, replay))
+    for got, expected in zip(*gradients, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from replay_agents import assert_compiled_replay_matches, replay_loss_gradients
 
 from metods_core.agent import Agent
 from metods_core.components import create_agent, create_task_sampler
@@ -70,25 +71,13 @@ def test_compiled_replay_matches_the_rollout_and_the_eager_replay() -> None:
         lifetimes = run_lifetimes(
             compiled, sampler.make_env(tasks), torch.Generator().manual_seed(1), record=True
         )
-    assert lifetimes.record is not None
-    gradients = []
-    for agent in (compiled, eager):
-        replay = replay_lifetimes(agent, lifetimes.record)
-        torch.testing.assert_close(replay.log_probs, lifetimes.log_probs, rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(replay.values, lifetimes.values, rtol=1e-6, atol=1e-6)
-        loss = -replay.log_probs.sum() + replay.values.square().sum() - replay.entropies.sum()
-        parameters = [p for p in agent.parameters() if p.requires_grad]
-        gradients.append(torch.autograd.grad(loss, parameters))
-    for got, expected in zip(*gradients, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert_compiled_replay_matches(compiled, eager, lifetimes)
 
 
 def _replay_and_gradients(agent: torch.nn.Module, record) -> tuple:
     """Replay ``record`` whole; return the replay and its loss's meta-gradients."""
     replay = replay_lifetimes(agent, record)
-    loss = -replay.log_probs.sum() + replay.values.square().sum() - replay.entropies.sum()
-    parameters = [p for p in agent.parameters() if p.requires_grad]
-    return replay, torch.autograd.grad(loss, parameters)
+    return replay, replay_loss_gradients(agent, replay)
 
 
 def _recorded_lifetimes(sampler, agent) -> tuple:

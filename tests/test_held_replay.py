@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from replay_agents import HELD_FROM, STEPS, harlow_agent, record_of
+from replay_agents import (
+    HELD_FROM,
+    STEPS,
+    assert_compiled_replay_matches,
+    harlow_agent,
+    record_of,
+    replay_loss_gradients,
+)
 
 from metods_core.agent import Agent
 from metods_core.components import create_agent, create_task_sampler
@@ -48,12 +55,6 @@ def step_by_step(
     )
 
 
-def loss_and_gradients(agent: Agent, replay: Replay) -> list[torch.Tensor]:
-    """Return the meta-gradients of a loss on every output of ``replay``."""
-    loss = -replay.log_probs.sum() + replay.values.square().sum() - replay.entropies.sum()
-    return list(torch.autograd.grad(loss, [p for p in agent.parameters() if p.requires_grad]))
-
-
 def counted(agent: Agent) -> dict[str, list[int]]:
     """Count the steps each of the agent's replay methods is given."""
     calls: dict[str, list[int]] = {"evaluate_actions": [], "evaluate_held": []}
@@ -88,7 +89,7 @@ def test_steps_from_held_from_are_replayed_at_once() -> None:
             getattr(held, part), getattr(reference, part), rtol=0, atol=1e-12
         )
     for got, expected in zip(
-        loss_and_gradients(agent, held), loss_and_gradients(agent, reference), strict=True
+        replay_loss_gradients(agent, held), replay_loss_gradients(agent, reference), strict=True
     ):
         assert expected.abs().max() > 0
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
@@ -153,12 +154,4 @@ def test_compiled_held_replay_matches_the_rollout_and_the_eager_replay() -> None
         lifetimes = run_lifetimes(
             eager, sampler.make_env(tasks), torch.Generator().manual_seed(1), record=True
         )
-    assert lifetimes.record is not None
-    gradients = []
-    for agent in (compiled, eager):
-        replay = replay_lifetimes(agent, lifetimes.record)
-        torch.testing.assert_close(replay.log_probs, lifetimes.log_probs, rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(replay.values, lifetimes.values, rtol=1e-6, atol=1e-6)
-        gradients.append(loss_and_gradients(agent, replay))
-    for got, expected in zip(*gradients, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert_compiled_replay_matches(compiled, eager, lifetimes)
