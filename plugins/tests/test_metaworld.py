@@ -12,7 +12,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from metods_plugins.tasks.metaworld_env import MetaWorldBatchedEnv, MetaWorldSimulators
+from metods_plugins.tasks.metaworld_env import (
+    MetaWorldBatchedEnv,
+    MetaWorldSimulators,
+    MetaWorldStepper,
+)
 from metods_plugins.tasks.metaworld_tasks import (
     INSTALL_HINT,
     MetaWorldML1Tasks,
@@ -20,6 +24,7 @@ from metods_plugins.tasks.metaworld_tasks import (
     MetaWorldTaskBatch,
 )
 from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
+from metods_plugins.tasks.simulator_workers import InProcessSteppers
 
 from metods_core.errors import MetodsError
 
@@ -65,7 +70,7 @@ def fake_env(
     pool = MetaWorldSimulators(lambda name: next(simulators))
     space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
     return MetaWorldBatchedEnv(
-        pool=pool,
+        steppers=InProcessSteppers(MetaWorldStepper(pool)),
         env_names=env_names or ["fake"] * len(successes),
         tasks=[None] * len(successes),
         seeds=[0] * len(successes),
@@ -407,3 +412,41 @@ def test_statistics_steps_stop_the_statistics() -> None:
     env.step(torch.zeros(2, 4))
     env.close()
     assert sampler.state_dict() == state
+
+
+def _lifetime(sampler: MetaWorldML1Tasks | MetaWorldML10Tasks, batch: MetaWorldTaskBatch) -> dict:
+    """One lifetime of random actions (a fixed draw): observations, rewards and metrics."""
+    env = sampler.make_env(batch)
+    observations = [env.reset()[0]]
+    generator = torch.Generator().manual_seed(3)
+    rewards = []
+    for _ in range(env.lifetime_steps):
+        observation, reward, *_ = env.step(torch.rand(batch.size, 4, generator=generator) * 2 - 1)
+        observations.append(observation)
+        rewards.append(reward)
+    metrics = env.lifetime_metrics()
+    env.close()
+    return {"observations": torch.stack(observations), "rewards": torch.stack(rewards), **metrics}
+
+
+@needs_metaworld
+@pytest.mark.parametrize("benchmark", ["ml1", "ml10"])
+def test_worker_processes_give_the_same_lifetimes_to_the_bit(benchmark: str) -> None:
+    """``task.workers: 2`` steps the batch in two worker processes (shares of 2 and 1 here);
+    observations, rewards and success are those of the simulators stepped in this process,
+    exactly, over two batches (the second reuses the workers' simulators), ML10's mixed task
+    classes included."""
+    cls = MetaWorldML1Tasks if benchmark == "ml1" else MetaWorldML10Tasks
+    config = {"rollout_steps": 6, "rollouts": 2, "normalize_observations": True}
+    in_process = cls(cls.Config(**config))
+    in_workers = cls(cls.Config(**config, workers=2))
+    try:
+        for seed in (0, 1):
+            batch = in_process.sample(3, "train", torch.Generator().manual_seed(seed))
+            expected, got = _lifetime(in_process, batch), _lifetime(in_workers, batch)
+            assert expected.keys() == got.keys()
+            for name, value in expected.items():
+                torch.testing.assert_close(got[name], value, rtol=0, atol=0, equal_nan=True)
+        assert in_process.steppers().count == 1 and in_workers.steppers().count == 2
+    finally:
+        in_workers.steppers().close()

@@ -149,16 +149,46 @@ def test_each_sampler_trains_and_meta_tests(recipe: str, tmp_path: Path) -> None
 
 @needs_metaworld
 @pytest.mark.slow
+def test_training_in_worker_processes_is_the_same_run(tmp_path: Path) -> None:
+    """``task.workers: 2`` through the real trainer (training, the periodic meta-tests, the
+    evaluation) logs and meta-tests the same numbers as the simulators in the training process,
+    and a resume may change the workers (they change no number)."""
+    from metods_core.training import resume_run
+    from metods_core.training_log import read_training_logs
+
+    runs = {}
+    for workers in (0, 2):
+        run = tmp_path / f"workers{workers}"
+        extra = ["agent.hidden=8", f"task.workers={workers}"]
+        runs[workers] = (run, _train_tiny("ml1_reach_metods.yaml", run, extra))
+    (in_process, summary), (in_workers, workers_summary) = runs[0], runs[2]
+    paths = {"run_dir", "checkpoint", "plots"}
+    assert {k: v for k, v in workers_summary.items() if k not in paths} == {
+        k: v for k, v in summary.items() if k not in paths
+    }
+    logged, workers_logged = read_training_logs(in_process), read_training_logs(in_workers)
+    for name in ("train/episode_reward", "train/success", "train/loss", "validation/success"):
+        assert workers_logged[name] == logged[name], name
+    resume_run(in_workers, ["trainer.max_steps=3", "task.workers=0"])
+    assert [step for step, _ in read_training_logs(in_workers)["train/loss"]][-1] == 2
+
+
+@needs_metaworld
+@pytest.mark.slow
 def test_throughput_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    """benchmarks/metaworld_throughput.py measures raw, batched-env and collection rates."""
+    """benchmarks/metaworld_throughput.py measures raw, batched-env and collection rates, in
+    this process and with worker processes."""
     import json
 
     module = _benchmark("metaworld_throughput")
     recipe = str(ROOT / "recipes" / "metaworld" / "ml1_reach_metods.yaml")
-    assert module.main(["--batch", "2", "--steps", "5", "--recipe", recipe, "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["batch"] == 2 and result["raw_steps_per_s"] > 0
-    assert result["batched_env_steps_per_s"] > 0 and result["collect_steps_per_s"] > 0
+    for workers in ("0", "2"):
+        argv = ["--batch", "2", "--steps", "5", "--recipe", recipe, "--workers", workers]
+        assert module.main([*argv, "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["batch"] == 2 and result["workers"] == int(workers)
+        assert result["raw_steps_per_s"] > 0
+        assert result["batched_env_steps_per_s"] > 0 and result["collect_steps_per_s"] > 0
 
 
 @pytest.fixture(scope="module")

@@ -320,3 +320,43 @@ def test_throughput_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     (result,) = json.loads(capsys.readouterr().out)
     assert result["batch"] == 2 and result["outer_env_steps_per_s"] > 0
     assert result["slowdown"] > 0 and result["collection_slowdown"] > 0
+
+
+def _lifetime_observations_and_rewards(env: MuJoCoBatchedEnv) -> torch.Tensor:
+    observations = [env.reset()[0]]
+    rewards = []
+    for t in range(env.lifetime_steps):
+        observation, reward, *_ = env.step(random_actions(env, 3 + t))
+        observations.append(observation)
+        rewards.append(reward)
+    return torch.cat([torch.stack(observations).flatten(), torch.stack(rewards).flatten()])
+
+
+@needs_mujoco
+@pytest.mark.parametrize("sampler_class", [CheetahVelTasks, AntDirTasks])
+def test_worker_processes_give_the_same_lifetimes_to_the_bit(sampler_class: type) -> None:
+    """``workers: 2`` steps shares of 2 and 1 simulators in two worker processes: the
+    observations (normalised) and rewards of lifetimes of two episodes are those of the
+    in-process simulators exactly, for two task batches in turn (the second reuses the
+    workers' simulators) and a meta-test batch of another size."""
+    config = {"episode_steps": 4, "episodes_per_lifetime": 2, "normalize_observations": True}
+    in_process = sampler_class(sampler_class.Config(**config))
+    in_workers = sampler_class(sampler_class.Config(**config, workers=2))
+    try:
+        for seed, split, size in ((0, "train", 3), (1, "train", 3), (2, "test", 5)):
+            batch = in_process.sample(size, split, torch.Generator().manual_seed(seed))
+            lives = []
+            for sampler in (in_process, in_workers):
+                env = sampler.make_env(batch)
+                lives.append(_lifetime_observations_and_rewards(env))
+                env.close()
+            assert torch.equal(lives[0], lives[1])
+        assert in_workers.simulators.built == 2  # one per batch size, each lent again
+    finally:
+        in_process.simulators.close()
+        in_workers.simulators.close()
+
+
+def test_workers_and_async_are_not_both_chosen() -> None:
+    with pytest.raises(ValueError, match="keep one"):
+        CheetahDirTasks.Config(workers=2, vector_strategy="async")

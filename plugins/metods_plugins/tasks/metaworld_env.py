@@ -5,7 +5,9 @@ lends idle ones to each new batched env (given back by ``close()``); a lent simu
 its task with Meta-World's own ``set_task`` and reseeded, so a reused simulator lives exactly
 the lifetime a new one would.
 
-``MetaWorldBatchedEnv`` steps them behind the torch ``BatchedEnv`` API. A lifetime is
+``MetaWorldStepper`` steps the simulators lent to one batched env; it lives in this process, or
+one lives in each worker process of ``task.workers`` (``simulator_workers.py``), stepping a share
+of the batch. ``MetaWorldBatchedEnv`` steps them behind the torch ``BatchedEnv`` API. A lifetime is
 ``rollouts`` rollouts of ``rollout_steps`` steps of the same task. On the last step of a rollout
 ``info["episode_boundary"]`` is set and, unless the lifetime is over, every simulator is reset
 (Meta-World's reset puts the robot and objects back at the task's fixed start; the goal stays):
@@ -19,6 +21,7 @@ statistics are updated by training lifetimes only, see ``mujoco_normalizer.py``)
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +32,9 @@ import torch
 from metods_core import BatchedEnv
 from metods_plugins.tasks.lifetime_clock import LifetimeClock
 from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
+from metods_plugins.tasks.simulator_workers import InProcessSteppers, Steppers, shares
+
+_GROUP_IDS = itertools.count()
 
 
 def class_success_metric(env_name: str) -> str:
@@ -64,12 +70,64 @@ class MetaWorldSimulators:
             self._idle.setdefault(name, []).append(simulator)
 
 
+class MetaWorldStepper:
+    """Steps groups of simulators lent by a pool, one group per batched env (by an integer
+    id): in the parent (``task.workers: 0``) or in a worker process (``simulator_workers.py``).
+
+    Observations come back as stacked rows ``(group size, 39)``, as the simulators give them.
+    """
+
+    def __init__(self, pool: MetaWorldSimulators) -> None:
+        self.pool = pool
+        self.groups: dict[int, tuple[list[str], list[Any]]] = {}
+        """Each lent group's task classes and simulators."""
+
+    def acquire(self, group: int, env_names: list[str]) -> None:
+        """Lend ``group`` one simulator of each class in ``env_names``."""
+        self.groups[group] = (env_names, self.pool.acquire(env_names))
+
+    def release(self, group: int) -> None:
+        """Give ``group``'s simulators back to the pool."""
+        env_names, simulators = self.groups.pop(group)
+        self.pool.release(env_names, simulators)
+
+    def simulators(self, group: int) -> list[Any]:
+        """Return ``group``'s simulators."""
+        return self.groups[group][1]
+
+    def start(self, group: int, tasks: list[Any], seeds: list[int]) -> np.ndarray:
+        """Set each simulator to its task, seed it and reset it; return the first
+        observations."""
+        for simulator, task, seed in zip(self.simulators(group), tasks, seeds, strict=True):
+            simulator.set_task(task)
+            simulator.seed(seed)
+        return self.reset(group)
+
+    def reset(self, group: int) -> np.ndarray:
+        """Reset every simulator of ``group`` (a rollout boundary); return the observations."""
+        return np.stack([simulator.reset()[0] for simulator in self.simulators(group)])
+
+    def step(self, group: int, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Step each simulator of ``group`` with its row of ``actions`` ``(size, 4)``; return
+        the observations ``(size, 39)``, Meta-World's rewards ``(size,)`` and its success flags
+        ``(size,)``."""
+        simulators = self.simulators(group)
+        rows, rewards = [], np.empty(len(simulators))
+        successes = np.empty(len(simulators), dtype=bool)
+        for i, simulator in enumerate(simulators):
+            observation, reward, _, _, info = simulator.step(actions[i])
+            rows.append(observation)
+            rewards[i] = reward
+            successes[i] = bool(info["success"])
+        return np.stack(rows), rewards, successes
+
+
 class MetaWorldBatchedEnv(BatchedEnv):
     """Meta-World simulators, one per task, as a torch ``BatchedEnv`` (see the module doc)."""
 
     def __init__(
         self,
-        pool: MetaWorldSimulators,
+        steppers: Steppers,
         env_names: list[str],
         tasks: list[Any],
         seeds: list[int],
@@ -84,7 +142,9 @@ class MetaWorldBatchedEnv(BatchedEnv):
         class_names: Sequence[str] = (),
         reward_scale: float = 1.0,
     ) -> None:
-        self.pool = pool
+        self.steppers = steppers
+        """Where the simulators step: a ``MetaWorldStepper`` in this process, or one in each
+        worker process (``task.workers``), each stepping a contiguous share of the batch."""
         self.reward_scale = reward_scale
         """Factor on the simulators' rewards (the task's ``reward_scale``)."""
         self.class_names = tuple(class_names)
@@ -96,7 +156,10 @@ class MetaWorldBatchedEnv(BatchedEnv):
         self.normalizer = normalizer
         self.update_normalizer = update_normalizer
         self.env_names = env_names
-        self.simulators: list[Any] | None = pool.acquire(env_names)
+        self._group = next(_GROUP_IDS)
+        self._shares = shares(len(env_names), steppers.count)
+        self._open = True
+        self._call("acquire", [(env_names[share],) for share in self._shares])
         self.tasks = tasks
         self.seeds = seeds
         self.num_envs = len(env_names)
@@ -113,16 +176,30 @@ class MetaWorldBatchedEnv(BatchedEnv):
         self.successes = np.zeros((self.num_envs, self.lifetime_steps), dtype=bool)
         self._observation = torch.zeros(self.num_envs, *observation_space.shape, device=device)
 
-    def _lent(self) -> list[Any]:
-        if self.simulators is None:
-            raise RuntimeError("this Meta-World env was closed; build a new one with make_env")
-        return self.simulators
+    @property
+    def simulators(self) -> list[Any] | None:
+        """The lent simulators when they step in this process (None in worker processes or
+        once closed)."""
+        if not self._open or not isinstance(self.steppers, InProcessSteppers):
+            return None
+        stepper = self.steppers.stepper
+        assert isinstance(stepper, MetaWorldStepper)
+        return stepper.simulators(self._group)
 
-    def _observe(self, rows: list[np.ndarray]) -> torch.Tensor:
+    def _call(self, method: str, arguments: list[tuple[Any, ...]]) -> list[Any]:
+        """Call ``method`` of the steppers for this env's group, share by share (the i-th
+        share's arguments after the group id)."""
+        if not self._open:
+            raise RuntimeError("this Meta-World env was closed; build a new one with make_env")
+        return self.steppers.call(method, [(self._group, *args) for args in arguments])
+
+    def _each_share(self, method: str) -> list[Any]:
+        return self._call(method, [() for _ in self._shares])
+
+    def _observe(self, observation: np.ndarray) -> torch.Tensor:
         """Return the simulators' observations ``(batch, dims)`` as the agent sees them: the
         ``columns`` kept, clipped to the space, then normalised (updating the statistics first in
         training)."""
-        observation = np.stack(rows)
         if self.columns is not None:
             observation = observation[:, self.columns]
         observation = np.clip(observation, self._low, self._high)
@@ -131,20 +208,20 @@ class MetaWorldBatchedEnv(BatchedEnv):
         return self._to_tensor(observation)
 
     def _reset_all(self) -> torch.Tensor:
-        return self._observe([simulator.reset()[0] for simulator in self._lent()])
+        return self._observe(np.concatenate(self._each_share("reset")))
 
     def _to_tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
 
     def reset(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """Set every simulator to its task, seed it from the task batch and reset it."""
-        for simulator, task, seed in zip(self._lent(), self.tasks, self.seeds, strict=True):
-            simulator.set_task(task)
-            simulator.seed(seed)
+        first = self._call(
+            "start", [(self.tasks[share], self.seeds[share]) for share in self._shares]
+        )
         self.clock.reset()
         self.rewards = np.full((self.num_envs, self.lifetime_steps), np.nan, dtype=np.float32)
         self.successes = np.zeros((self.num_envs, self.lifetime_steps), dtype=bool)
-        self._observation = self._reset_all()
+        self._observation = self._observe(np.concatenate(first))
         return self._observation, {}
 
     def step(
@@ -155,18 +232,19 @@ class MetaWorldBatchedEnv(BatchedEnv):
             return self.clock.after_the_end(self._observation)
         actions = action.detach().to("cpu", torch.float32).numpy().reshape(self.num_envs, -1)
         actions = np.clip(actions, -1.0, 1.0)
-        rows, t = [], self.clock.steps
-        for i, simulator in enumerate(self._lent()):
-            observation, reward, _, _, info = simulator.step(actions[i])
-            rows.append(observation)
-            self.rewards[i, t] = reward * self.reward_scale
-            self.successes[i, t] = bool(info["success"])
+        stepped = self._call("step", [(actions[share],) for share in self._shares])
+        t = self.clock.steps
+        observation, rewards, successes = (
+            np.concatenate(part) for part in zip(*stepped, strict=True)
+        )
+        self.rewards[:, t] = rewards * self.reward_scale
+        self.successes[:, t] = successes
         reward_now = self._to_tensor(self.rewards[:, t])
         boundary = self.clock.advance()
         if boundary and not self.clock.over:
             self._observation = self._reset_all()
         else:
-            self._observation = self._observe(rows)
+            self._observation = self._observe(observation)
         return self._observation, reward_now, *self.clock.outcome(boundary)
 
     def lifetime_metrics(self) -> dict[str, torch.Tensor]:
@@ -207,6 +285,6 @@ class MetaWorldBatchedEnv(BatchedEnv):
 
     def close(self) -> None:
         """Give the simulators back to the pool (for the next batch of tasks)."""
-        if self.simulators is not None:
-            self.pool.release(self.env_names, self.simulators)
-            self.simulators = None
+        if self._open:
+            self._each_share("release")
+            self._open = False

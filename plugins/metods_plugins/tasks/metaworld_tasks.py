@@ -41,12 +41,17 @@ import torch
 from pydantic import Field
 
 from metods_core import MetodsError, Split, TaskBatch, TaskSampler
-from metods_plugins.tasks.metaworld_env import MetaWorldBatchedEnv, MetaWorldSimulators
+from metods_plugins.tasks.metaworld_env import (
+    MetaWorldBatchedEnv,
+    MetaWorldSimulators,
+    MetaWorldStepper,
+)
 from metods_plugins.tasks.mujoco_normalizer import (
     ObservationStatistics,
     ObservationStatisticsConfig,
     RunningObservationNormalizer,
 )
+from metods_plugins.tasks.simulator_workers import InProcessSteppers, SimulatorWorkers, Steppers
 
 INSTALL_HINT = 'pip install "metods-plugins[metaworld]"'
 
@@ -95,6 +100,11 @@ def _simulators(reward_function_version: str, rollout_steps: int) -> MetaWorldSi
     return MetaWorldSimulators(partial(_build_simulator, reward_function_version, rollout_steps))
 
 
+def _worker_stepper(reward_function_version: str, rollout_steps: int) -> MetaWorldStepper:
+    """Build a worker process's stepper (``task.workers``), over that process's own pool."""
+    return MetaWorldStepper(_simulators(reward_function_version, rollout_steps))
+
+
 def _split_ids(train: int, total: int, validation: int, seed: int) -> dict[str, torch.Tensor]:
     """Return the indices of each split: the benchmark's ``train`` tasks ``0..train-1`` less
     ``validation`` of them (a draw seeded by ``seed``, so fixed for a benchmark), the
@@ -136,6 +146,9 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
     class Config(ObservationStatisticsConfig):
         """Parameters shared by the Meta-World benchmarks."""
 
+        RESUMABLE_FIELDS = ("statistics_steps", "workers")
+        """Where the simulators step changes no number, so a resume may change it."""
+
         rollout_steps: int = Field(500, ge=1)
         """Steps per rollout (Meta-World and the paper: 500)."""
         rollouts: int = Field(10, ge=1)
@@ -163,6 +176,11 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
         now and one step before (8 numbers, ``ROBOT_COLUMNS``). On ML1 reach each train goal
         comes with its own puck position, so with ``full`` a policy can recognise the train
         goals by the puck instead of searching with the reward (docs/results.md)."""
+        workers: int = Field(0, ge=0)
+        """Step the simulators in this many worker processes, each a contiguous share of the
+        batch, in parallel (``simulator_workers.py``); 0: one after another in the training
+        process. Worth it with a spare core per worker: Meta-World's simulation is most of a
+        collection (docs/results.md). The lifetimes are the same to the bit either way."""
         normalize_observations: bool = False
         """Give the agent running-normalised observations (statistics of training lifetimes,
         frozen at meta-test, saved in the checkpoints; see ``mujoco_normalizer.py``). Meta-World's
@@ -188,6 +206,8 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
         self.train_class_names = sorted({task.env_name for task in benchmark.train_tasks})
         self.test_class_names = sorted({task.env_name for task in benchmark.test_tasks})
         self.simulators = _simulators(config.reward_function_version, config.rollout_steps)
+        """This process's pool of simulators (the probe below, and ``workers: 0``)."""
+        self._steppers: Steppers | None = None
         probe = self.simulators.acquire([self.tasks[0].env_name])
         space = probe[0].observation_space
         self.simulators.release([self.tasks[0].env_name], probe)
@@ -253,7 +273,7 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
         base_seeds = torch.randint(0, 2**31, (base,), generator=generator).tolist()
         ids = [int(i) for i in tasks.task_id.tolist()]
         return MetaWorldBatchedEnv(
-            pool=self.simulators,
+            steppers=self.steppers(),
             env_names=[self.tasks[i].env_name for i in ids],
             tasks=[self.tasks[i] for i in ids],
             seeds=[int(base_seeds[k % base]) for k in range(tasks.size)],
@@ -268,6 +288,19 @@ class _MetaWorldTasks(ObservationStatistics, TaskSampler):
             class_names=self.reported_classes(tasks.split),
             reward_scale=self.config.reward_scale,
         )
+
+    def steppers(self) -> Steppers:
+        """Return where this sampler's simulators step: a stepper in this process, or
+        ``workers`` worker processes (started on the first call, stopped with the sampler)."""
+        if self._steppers is None:
+            if self.config.workers == 0:
+                self._steppers = InProcessSteppers(MetaWorldStepper(self.simulators))
+            else:
+                build = partial(
+                    _worker_stepper, self.config.reward_function_version, self.config.rollout_steps
+                )
+                self._steppers = SimulatorWorkers(build, self.config.workers)
+        return self._steppers
 
     def main_metric(self) -> str:
         """Meta-World ranks agents by success rate."""

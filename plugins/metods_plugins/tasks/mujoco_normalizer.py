@@ -16,7 +16,7 @@ multi-process run each process keeps its own statistics; rank 0's are saved.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field
@@ -100,7 +100,7 @@ class ObservationStatisticsConfig(ComponentConfig):
     """The field shared by the task samplers with ``normalize_observations`` (their Configs'
     base)."""
 
-    RESUMABLE_FIELDS = ("statistics_steps",)
+    RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ("statistics_steps",)
 
     statistics_steps: int | None = Field(None, gt=0)
     """With ``normalize_observations``: stop updating the running statistics once they hold

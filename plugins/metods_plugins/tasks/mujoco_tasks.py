@@ -115,6 +115,9 @@ class _MuJoCoTasks(ObservationStatistics, TaskSampler, abc.ABC):
     class Config(ObservationStatisticsConfig):
         """Parameters shared by the MuJoCo task families."""
 
+        RESUMABLE_FIELDS = ("statistics_steps", "vector_strategy", "workers")
+        """Where the simulators step changes no number, so a resume may change it."""
+
         episode_steps: int = Field(200, ge=1)
         """Steps per episode (the paper: 200)."""
         episodes_per_lifetime: int = Field(1, ge=1)
@@ -128,10 +131,25 @@ class _MuJoCoTasks(ObservationStatistics, TaskSampler, abc.ABC):
         vector_strategy: VectorStrategy = "sync"
         """``sync``: the simulators step one after another in this process; ``async``: one
         worker process per task (Gymnasium's AsyncVectorEnv), worth it only with spare cores."""
+        workers: int = Field(0, ge=0)
+        """Step the simulators in this many worker processes instead, each a contiguous share of
+        the batch in its own sync vector env, in parallel (``simulator_workers.py``): W is
+        chosen for the cores, where ``async`` makes one process per task. 0: as
+        ``vector_strategy`` says. The lifetimes are the same to the bit either way."""
         ctrl_cost_weight: float | None = Field(None, ge=0)
         """Weight ``w`` of the control cost ``-w * sum(a^2)`` in the reward; None: the robot's
         Gymnasium v5 default (HalfCheetah 0.1, Ant 0.5, as ProMP's 2-D ant-direction task);
         Ant variants in the literature differ here."""
+
+        @model_validator(mode="after")
+        def _one_way_to_step(self) -> _MuJoCoTasks.Config:
+            if self.workers > 0 and self.vector_strategy == "async":
+                raise ValueError(
+                    "workers and vector_strategy: async both put the simulators in worker "
+                    "processes: keep one (workers: W for W processes stepping shares of the "
+                    "batch, or async for one process per task)"
+                )
+            return self
 
     def __init__(self, config: Config) -> None:
         require_mujoco()
@@ -157,6 +175,7 @@ class _MuJoCoTasks(ObservationStatistics, TaskSampler, abc.ABC):
         self.simulators = SimulatorPool(
             partial(make_mujoco_env, self.env_id, config.episode_steps, **env_kwargs),
             config.vector_strategy,
+            config.workers,
         )
 
     def _reward_weights(self) -> dict[str, float]:
