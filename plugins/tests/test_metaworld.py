@@ -450,3 +450,17 @@ def test_worker_processes_give_the_same_lifetimes_to_the_bit(benchmark: str) -> 
         assert in_process.steppers().count == 1 and in_workers.steppers().count == 2
     finally:
         in_workers.steppers().close()
+
+
+@needs_metaworld
+def test_simulators_in_workers_cannot_be_read_from_the_training_process() -> None:
+    """Tools that read the simulators' state (the goal map) are told to use workers=0."""
+    sampler = MetaWorldML1Tasks(MetaWorldML1Tasks.Config(**TINY, workers=1))
+    env = sampler.make_env(sampler.sample(2, "train", torch.Generator().manual_seed(0)))
+    try:
+        with pytest.raises(MetodsError, match="task.workers=0"):
+            _ = env.simulators
+        env.close()
+        assert env.simulators is None
+    finally:
+        sampler.steppers().close()

@@ -29,7 +29,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metods_core import BatchedEnv
+from metods_core import BatchedEnv, MetodsError
 from metods_plugins.tasks.lifetime_clock import LifetimeClock
 from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
 from metods_plugins.tasks.simulator_workers import InProcessSteppers, Steppers, shares
@@ -178,10 +178,18 @@ class MetaWorldBatchedEnv(BatchedEnv):
 
     @property
     def simulators(self) -> list[Any] | None:
-        """The lent simulators when they step in this process (None in worker processes or
-        once closed)."""
-        if not self._open or not isinstance(self.steppers, InProcessSteppers):
+        """The lent simulators (None once closed), for tools that read their state.
+
+        Raises:
+            MetodsError: they step in worker processes (``task.workers``), out of reach here.
+        """
+        if not self._open:
             return None
+        if not isinstance(self.steppers, InProcessSteppers):
+            raise MetodsError(
+                f"the simulators step in {self.steppers.count} worker processes "
+                "(task.workers), so their state cannot be read here: use task.workers=0"
+            )
         stepper = self.steppers.stepper
         assert isinstance(stepper, MetaWorldStepper)
         return stepper.simulators(self._group)
