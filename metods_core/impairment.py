@@ -7,9 +7,11 @@ the mean held-out return and its 95 % CI; then
 
 - ``normalised``: the paper's score, each condition's return divided by the best return of any
   compared run in that condition, averaged over the A impaired conditions (1.0: the best policy
-  under every impairment). A condition whose best return is not positive has no such ratio: it
-  is left out of the average, and ``normalised_conditions`` counts the conditions kept (the
-  Markdown table then says "over k of A").
+  under every impairment). A condition whose best return is not positive beyond its 95 % CI
+  (best - CI <= 0: no run is distinguishable from standing still or going backwards) has no
+  such ratio, since a best return near zero would make the ratios of the others arbitrarily
+  large: it is left out of the average, and ``normalised_conditions`` counts the conditions
+  kept (the Markdown table then says "over k of A").
 - ``impaired / intact``: the run's mean impaired return divided by its own intact return.
 - ``impaired / intact by segment``: the same ratio within each of a few equal segments of the
   lifetime (the mean reward per step of the impaired conditions over the intact one's), from
@@ -53,6 +55,13 @@ def actuator_count(run_dir: Path) -> tuple[str, int]:
 
 def _ratio(value: float, reference: float) -> float | None:
     return value / reference if reference > 0 else None
+
+
+def _best(values: Sequence[float], cis: Sequence[float]) -> float:
+    """Return the best of ``values`` if it is positive beyond its 95 % CI ``cis``, else 0 (so
+    that ``_ratio`` against it is None)."""
+    index = max(range(len(values)), key=lambda i: values[i])
+    return values[index] if values[index] - cis[index] > 0 else 0.0
 
 
 def segment_bounds(steps: int, segments: int) -> list[tuple[int, int]]:
@@ -145,7 +154,10 @@ def impairment_table(
                 "impaired_over_intact_by_segment": by_segment,
             }
         )
-    best = [max(row["impaired"][k] for row in rows) for k in range(actuators)]
+    best = [
+        _best([row["impaired"][k] for row in rows], [row["impaired_ci95"][k] for row in rows])
+        for k in range(actuators)
+    ]
     best_intact = max(row["intact"] for row in rows)
     for row in rows:
         row["mean_impaired"] = sum(row["impaired"]) / actuators
@@ -183,7 +195,7 @@ def format_markdown(table: dict[str, Any]) -> str:
         f"Impairment table: {table['task']}, checkpoint {table['checkpoint']}{lesion} (mean "
         "held-out return ± 95 % CI; K: the disabled actuator; normalised: each impaired return "
         "divided by the best run's in that condition, averaged over the K whose best return is "
-        "positive)",
+        "positive beyond its CI)",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
