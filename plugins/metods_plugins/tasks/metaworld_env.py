@@ -21,7 +21,6 @@ statistics are updated by training lifetimes only, see ``mujoco_normalizer.py``)
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,9 +31,7 @@ import torch
 from metods_core import BatchedEnv, MetodsError
 from metods_plugins.tasks.lifetime_clock import LifetimeClock
 from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
-from metods_plugins.tasks.simulator_workers import InProcessSteppers, Steppers, shares
-
-_GROUP_IDS = itertools.count()
+from metods_plugins.tasks.simulator_workers import InProcessSteppers, Steppers, new_group, shares
 
 
 def class_success_metric(env_name: str) -> str:
@@ -156,7 +153,7 @@ class MetaWorldBatchedEnv(BatchedEnv):
         self.normalizer = normalizer
         self.update_normalizer = update_normalizer
         self.env_names = env_names
-        self._group = next(_GROUP_IDS)
+        self._group = new_group()
         self._shares = shares(len(env_names), steppers.count)
         self._open = True
         self._call("acquire", [(env_names[share],) for share in self._shares])

@@ -12,7 +12,6 @@ stepping a contiguous share of the batch in its own sync vector env (``MuJoCoSte
 
 from __future__ import annotations
 
-import itertools
 import weakref
 from collections.abc import Callable
 from functools import partial
@@ -21,11 +20,9 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
-from metods_plugins.tasks.simulator_workers import SimulatorWorkers, Steppers, shares
+from metods_plugins.tasks.simulator_workers import SimulatorWorkers, Steppers, new_group, shares
 
 VectorStrategy = Literal["sync", "async"]
-
-_GROUP_IDS = itertools.count()
 
 
 class MuJoCoStepper:
@@ -75,7 +72,7 @@ class ShardedVectorEnv:
     def __init__(self, steppers: Steppers, num_envs: int) -> None:
         self.steppers = steppers
         self.num_envs = num_envs
-        self._group = next(_GROUP_IDS)
+        self._group = new_group()
         self._shares = shares(num_envs, steppers.count)
         self._call("acquire", [(share.stop - share.start,) for share in self._shares])
 

@@ -18,6 +18,7 @@ so one round trip per simulator and step), W is chosen for the cores, not the ba
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import traceback
 import weakref
@@ -27,6 +28,12 @@ from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
 _JOIN_SECONDS = 5.0
+_GROUP_IDS = itertools.count()
+
+
+def new_group() -> int:
+    """Return a new group id: each batched env's simulators are a group in the steppers."""
+    return next(_GROUP_IDS)
 
 
 class SimulatorWorkerError(RuntimeError):
