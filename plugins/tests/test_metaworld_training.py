@@ -114,17 +114,32 @@ def _train_tiny(recipe: str, tmp_path: Path, extra: list[str]) -> dict[str, Any]
     return evaluate_run(run_dir, episodes=2, overrides=["evaluation.batch_tasks=2"])
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``tiny_run(recipe)``: the tiny run of ``recipe`` (hidden 8) and its meta-test summary,
+    trained once per module (shared by the tests that only read it)."""
+    runs: dict[str, dict[str, Any]] = {}
+
+    def get(recipe: str) -> dict[str, Any]:
+        if recipe not in runs:
+            run = tmp_path_factory.mktemp("tiny") / "run"
+            runs[recipe] = _train_tiny(recipe, run, ["agent.hidden=8"])
+        return runs[recipe]
+
+    return get
+
+
 @needs_metaworld
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["ml1_reach_metods.yaml", "ml10_metods.yaml"])
-def test_each_sampler_trains_and_meta_tests(recipe: str, tmp_path: Path) -> None:
+def test_each_sampler_trains_and_meta_tests(recipe: str, tiny_run: Any) -> None:
     """Two outer steps through the real trainer, then a meta-test on held-out tasks that
     reports success per rollout, and for ML10 per task class: the held-out classes in the
     evaluation (their counts add up to the lifetimes), the train classes in the training log,
     beside those the periodic meta-tests of the validation and test splits met."""
     from metods_core.training_log import read_training_logs
 
-    summary = _train_tiny(recipe, tmp_path / "run", ["agent.hidden=8"])
+    summary = tiny_run(recipe)
     assert summary["main_metric"] == "success"
     assert len(summary["success_by_rollout"]) == 2
     assert 0.0 <= summary["success"] <= 1.0 and math.isfinite(summary["mean_reward"])
@@ -149,19 +164,17 @@ def test_each_sampler_trains_and_meta_tests(recipe: str, tmp_path: Path) -> None
 
 @needs_metaworld
 @pytest.mark.slow
-def test_training_in_worker_processes_is_the_same_run(tmp_path: Path) -> None:
+def test_training_in_worker_processes_is_the_same_run(tmp_path: Path, tiny_run: Any) -> None:
     """``task.workers: 2`` through the real trainer (training, the periodic meta-tests, the
     evaluation) logs and meta-tests the same numbers as the simulators in the training process,
     and a resume may change the workers (they change no number)."""
     from metods_core.training import resume_run
     from metods_core.training_log import read_training_logs
 
-    runs = {}
-    for workers in (0, 2):
-        run = tmp_path / f"workers{workers}"
-        extra = ["agent.hidden=8", f"task.workers={workers}"]
-        runs[workers] = (run, _train_tiny("ml1_reach_metods.yaml", run, extra))
-    (in_process, summary), (in_workers, workers_summary) = runs[0], runs[2]
+    summary = tiny_run("ml1_reach_metods.yaml")  # the simulators in the training process
+    in_process, in_workers = Path(summary["run_dir"]), tmp_path / "workers"
+    extra = ["agent.hidden=8", "task.workers=2"]
+    workers_summary = _train_tiny("ml1_reach_metods.yaml", in_workers, extra)
     paths = {"run_dir", "checkpoint", "plots"}
     assert {k: v for k, v in workers_summary.items() if k not in paths} == {
         k: v for k, v in summary.items() if k not in paths
