@@ -31,7 +31,7 @@ import torch
 from metods_core import BatchedEnv, MetodsError
 from metods_plugins.tasks.lifetime_clock import LifetimeClock
 from metods_plugins.tasks.mujoco_normalizer import RunningObservationNormalizer
-from metods_plugins.tasks.simulator_workers import InProcessSteppers, Steppers, new_group, shares
+from metods_plugins.tasks.simulator_workers import InProcessSteppers, StepperGroup, Steppers
 
 
 def class_success_metric(env_name: str) -> str:
@@ -139,9 +139,6 @@ class MetaWorldBatchedEnv(BatchedEnv):
         class_names: Sequence[str] = (),
         reward_scale: float = 1.0,
     ) -> None:
-        self.steppers = steppers
-        """Where the simulators step: a ``MetaWorldStepper`` in this process, or one in each
-        worker process (``task.workers``), each stepping a contiguous share of the batch."""
         self.reward_scale = reward_scale
         """Factor on the simulators' rewards (the task's ``reward_scale``)."""
         self.class_names = tuple(class_names)
@@ -153,10 +150,11 @@ class MetaWorldBatchedEnv(BatchedEnv):
         self.normalizer = normalizer
         self.update_normalizer = update_normalizer
         self.env_names = env_names
-        self._group = new_group()
-        self._shares = shares(len(env_names), steppers.count)
+        self._group = StepperGroup(steppers, len(env_names))
+        """This env's simulators in ``steppers``: a ``MetaWorldStepper`` in this process, or one
+        in each worker process (``task.workers``), each stepping a contiguous share."""
         self._open = True
-        self._call("acquire", [(env_names[share],) for share in self._shares])
+        self._call("acquire", [(env_names[share],) for share in self._group.shares])
         self.tasks = tasks
         self.seeds = seeds
         self.num_envs = len(env_names)
@@ -182,24 +180,24 @@ class MetaWorldBatchedEnv(BatchedEnv):
         """
         if not self._open:
             return None
-        if not isinstance(self.steppers, InProcessSteppers):
+        steppers = self._group.steppers
+        if not isinstance(steppers, InProcessSteppers):
             raise MetodsError(
-                f"the simulators step in {self.steppers.count} worker processes "
+                f"the simulators step in {steppers.count} worker processes "
                 "(task.workers), so their state cannot be read here: use task.workers=0"
             )
-        stepper = self.steppers.stepper
+        stepper = steppers.stepper
         assert isinstance(stepper, MetaWorldStepper)
-        return stepper.simulators(self._group)
+        return stepper.simulators(self._group.id)
 
     def _call(self, method: str, arguments: list[tuple[Any, ...]]) -> list[Any]:
-        """Call ``method`` of the steppers for this env's group, share by share (the i-th
-        share's arguments after the group id)."""
+        """``StepperGroup.call``, refused once the env is closed."""
         if not self._open:
             raise RuntimeError("this Meta-World env was closed; build a new one with make_env")
-        return self.steppers.call(method, [(self._group, *args) for args in arguments])
+        return self._group.call(method, arguments)
 
     def _each_share(self, method: str) -> list[Any]:
-        return self._call(method, [() for _ in self._shares])
+        return self._call(method, [() for _ in self._group.shares])
 
     def _observe(self, observation: np.ndarray) -> torch.Tensor:
         """Return the simulators' observations ``(batch, dims)`` as the agent sees them: the
@@ -221,7 +219,7 @@ class MetaWorldBatchedEnv(BatchedEnv):
     def reset(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """Set every simulator to its task, seed it from the task batch and reset it."""
         first = self._call(
-            "start", [(self.tasks[share], self.seeds[share]) for share in self._shares]
+            "start", [(self.tasks[share], self.seeds[share]) for share in self._group.shares]
         )
         self.clock.reset()
         self.rewards = np.full((self.num_envs, self.lifetime_steps), np.nan, dtype=np.float32)
@@ -237,7 +235,7 @@ class MetaWorldBatchedEnv(BatchedEnv):
             return self.clock.after_the_end(self._observation)
         actions = action.detach().to("cpu", torch.float32).numpy().reshape(self.num_envs, -1)
         actions = np.clip(actions, -1.0, 1.0)
-        stepped = self._call("step", [(actions[share],) for share in self._shares])
+        stepped = self._call("step", [(actions[share],) for share in self._group.shares])
         t = self.clock.steps
         observation, rewards, successes = (
             np.concatenate(part) for part in zip(*stepped, strict=True)

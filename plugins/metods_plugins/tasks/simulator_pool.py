@@ -20,7 +20,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
-from metods_plugins.tasks.simulator_workers import SimulatorWorkers, Steppers, new_group, shares
+from metods_plugins.tasks.simulator_workers import SimulatorWorkers, StepperGroup, Steppers
 
 VectorStrategy = Literal["sync", "async"]
 
@@ -70,26 +70,21 @@ class ShardedVectorEnv:
     """
 
     def __init__(self, steppers: Steppers, num_envs: int) -> None:
-        self.steppers = steppers
         self.num_envs = num_envs
-        self._group = new_group()
-        self._shares = shares(num_envs, steppers.count)
-        self._call("acquire", [(share.stop - share.start,) for share in self._shares])
-
-    def _call(self, method: str, arguments: list[tuple[Any, ...]]) -> list[Any]:
-        return self.steppers.call(method, [(self._group, *args) for args in arguments])
+        self._group = StepperGroup(steppers, num_envs)
+        self._group.call("acquire", [(share.stop - share.start,) for share in self._group.shares])
 
     def reset(self, seed: list[int | None] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every simulator (``seed``: one per simulator, or None to continue their
         RNGs)."""
-        seeds = [None if seed is None else seed[share] for share in self._shares]
-        return np.concatenate(self._call("reset", [(part,) for part in seeds])), {}
+        seeds = [None if seed is None else seed[share] for share in self._group.shares]
+        return np.concatenate(self._group.call("reset", [(part,) for part in seeds])), {}
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step every simulator with its row of ``actions``."""
-        parts = self._call("step", [(actions[share],) for share in self._shares])
+        parts = self._group.call("step", [(actions[share],) for share in self._group.shares])
         observation, reward, terminated, truncated, infos = zip(*parts, strict=True)
         info = {key: np.concatenate([part[key] for part in infos]) for key in infos[0]}
         return (
@@ -102,8 +97,8 @@ class ShardedVectorEnv:
 
     def close(self) -> None:
         """Give the simulators back to the workers' pools (nothing once they stopped)."""
-        if not self.steppers.closed:
-            self._call("release", [() for _ in self._shares])
+        if not self._group.steppers.closed:
+            self._group.each("release")
 
 
 PooledVectorEnv = gym.vector.SyncVectorEnv | gym.vector.AsyncVectorEnv | ShardedVectorEnv

@@ -31,11 +31,6 @@ _JOIN_SECONDS = 5.0
 _GROUP_IDS = itertools.count()
 
 
-def new_group() -> int:
-    """Return a new group id: each batched env's simulators are a group in the steppers."""
-    return next(_GROUP_IDS)
-
-
 class SimulatorWorkerError(RuntimeError):
     """A worker's stepper raised, or a worker process died."""
 
@@ -97,6 +92,31 @@ class InProcessSteppers:
 
     def close(self) -> None:
         """Nothing to stop: the stepper lives in this process."""
+
+
+class StepperGroup:
+    """One batched env's simulators in the steppers: a group id, and the batch's shares.
+
+    Every call to the steppers passes the group id first, then the share's own arguments.
+
+    Args:
+        steppers: where the simulators step.
+        size: the batch's number of simulators.
+    """
+
+    def __init__(self, steppers: Steppers, size: int) -> None:
+        self.steppers = steppers
+        self.id = next(_GROUP_IDS)
+        self.shares = shares(size, steppers.count)
+        """The batch's contiguous shares, one per stepper used."""
+
+    def call(self, method: str, arguments: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Call ``method`` of the steppers, the i-th share's with ``arguments[i]``."""
+        return self.steppers.call(method, [(self.id, *args) for args in arguments])
+
+    def each(self, method: str) -> list[Any]:
+        """Call ``method`` (no argument but the group id) of every share's stepper."""
+        return self.call(method, [() for _ in self.shares])
 
 
 class SimulatorWorkers:
