@@ -22,6 +22,7 @@ the mean held-out return and its 95 % CI; then
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from typing import Any
 from metods_core.components import create_task_sampler
 from metods_core.errors import MetodsError
 from metods_core.evaluation import evaluate_run
+from metods_core.run_folder import RunFolder
+from metods_core.training.atomic import write_text_atomic
 from metods_core.training.run_dir import read_run_recipe
 
 IMPAIR_FIELD = "impair_actuator"
@@ -90,6 +93,75 @@ def _segment_means(curve: Sequence[float], bounds: list[tuple[int, int]]) -> lis
     return [sum(curve[start:end]) / (end - start) for start, end in bounds]
 
 
+def impairment_tag(checkpoint: str | None = None, freeze_memory: int | None = None) -> str:
+    """Return the tag of a run's impairment record (:meth:`RunFolder.impairment`): ``""`` for
+    the last checkpoint, ``-best`` for ``best.ckpt``, then ``-freeze_memory=K`` for a lesion."""
+    tag = "" if checkpoint in (None, "last") else f"-{checkpoint}"
+    return tag if freeze_memory is None else f"{tag}-freeze_memory={freeze_memory}"
+
+
+def evaluate_impairment(
+    run: Path,
+    episodes: int | None = None,
+    checkpoint: str | None = None,
+    greedy: bool | None = None,
+    freeze_memory: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate one run intact and with each actuator disabled; write and return its record.
+
+    Each evaluation is ``metods evaluate`` (its JSON is written in the run folder, tagged with
+    the override). The record, written atomically to the run folder's impairment file
+    (:meth:`RunFolder.impairment`, tagged by :func:`impairment_tag`), is what
+    :func:`score_impairment` needs: ``{"run", "task", "actuators", "checkpoint", "episodes",
+    "greedy", "freeze_memory", "intact", "intact_ci95", "intact_reward_curve": [T],
+    "impaired": [A], "impaired_ci95": [A], "impaired_reward_curves": [A][T]}``.
+
+    Raises:
+        MetodsError: the run is not a MuJoCo run, or an evaluation failed (see
+            :func:`evaluate_run`).
+    """
+    task, actuators = actuator_count(run)
+
+    def evaluate(overrides: list[str]) -> dict[str, Any]:
+        return evaluate_run(
+            run, episodes, overrides, greedy, checkpoint, freeze_memory=freeze_memory
+        )
+
+    intact = evaluate([])
+    impaired = [evaluate([f"task.{IMPAIR_FIELD}={k}"]) for k in range(actuators)]
+    record = {
+        "run": str(run),
+        "task": task,
+        "actuators": actuators,
+        "checkpoint": checkpoint or "last",
+        "episodes": intact["episodes"],
+        "greedy": intact["greedy"],
+        "freeze_memory": freeze_memory,
+        "intact": intact["mean_reward"],
+        "intact_ci95": intact["mean_reward_ci95"],
+        "intact_reward_curve": intact["reward_curve"],
+        "impaired": [r["mean_reward"] for r in impaired],
+        "impaired_ci95": [r["mean_reward_ci95"] for r in impaired],
+        "impaired_reward_curves": [r["reward_curve"] for r in impaired],
+    }
+    path = RunFolder(Path(run)).impairment(impairment_tag(checkpoint, freeze_memory))
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def read_impairment(
+    run: Path, checkpoint: str | None = None, freeze_memory: int | None = None
+) -> dict[str, Any] | None:
+    """Return the run's impairment record written by :func:`evaluate_impairment`, or None if
+    there is none or it cannot be read."""
+    path = RunFolder(Path(run)).impairment(impairment_tag(checkpoint, freeze_memory))
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def impairment_table(
     runs: Sequence[Path],
     episodes: int | None = None,
@@ -98,20 +170,15 @@ def impairment_table(
     segments: int = 4,
     freeze_memory: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate every run intact and with each actuator disabled; return the table's data.
+    """Evaluate every run intact and with each actuator disabled (:func:`evaluate_impairment`);
+    return the table of :func:`score_impairment` over them.
 
-    Each evaluation is ``metods evaluate`` (its JSON is written in the run folder, tagged with
-    the override). ``freeze_memory`` K holds every agent's memory from step K of the lifetime
-    on, in every condition (a lesion, see :func:`evaluate_run`). Returns ``{"actuators": A,
-    "task": name, "checkpoint", "freeze_memory": K or None, "segments": [[start, end]] (S
-    step ranges of the lifetime, 0-based, end excluded), "runs": [{"run", "intact",
-    "intact_ci95", "impaired": [A], "impaired_ci95": [A], "mean_impaired",
-    "impaired_over_intact", "impaired_over_intact_by_segment": [S], "normalised",
-    "normalised_conditions", "normalised_by_condition": [A]}]}``.
+    ``freeze_memory`` K holds every agent's memory from step K of the lifetime on, in every
+    condition (a lesion, see :func:`evaluate_run`).
 
     Raises:
-        MetodsError: no runs, a run that is not a MuJoCo run, runs of different robots, or
-            more segments than the lifetime has steps.
+        MetodsError: no runs, a run that is not a MuJoCo run, or runs of different robots
+            (checked before any evaluation), or more segments than the lifetime has steps.
     """
     if not runs:
         raise MetodsError("impairment: give at least one run folder")
@@ -119,38 +186,57 @@ def impairment_table(
     if len({count for _, count in found.values()}) > 1:
         described = ", ".join(f"{run} ({task}, {n})" for run, (task, n) in found.items())
         raise MetodsError(f"impairment: the runs have different numbers of actuators: {described}")
-    task, actuators = next(iter(found.values()))
+    records = [
+        evaluate_impairment(run, episodes, checkpoint, greedy, freeze_memory) for run in found
+    ]
+    return score_impairment(records, segments)
+
+
+def score_impairment(records: Sequence[dict[str, Any]], segments: int = 4) -> dict[str, Any]:
+    """Score runs' impairment records against each other; return the table's data.
+
+    Returns ``{"actuators": A, "task": name, "checkpoint", "freeze_memory": K or None,
+    "segments": [[start, end]] (S step ranges of the lifetime, 0-based, end excluded), "runs":
+    [{"run", "intact", "intact_ci95", "impaired": [A], "impaired_ci95": [A], "mean_impaired",
+    "impaired_over_intact", "impaired_over_intact_by_segment": [S], "normalised",
+    "normalised_conditions", "normalised_by_condition": [A], "normalised_intact"}]}``: the
+    normalised scores are relative to the runs given (see the module docstring).
+
+    Raises:
+        MetodsError: no records, records of different robots, lifetimes of different lengths,
+            or more segments than the lifetime has steps.
+    """
+    if not records:
+        raise MetodsError("impairment: no runs to score")
+    first = records[0]
+    actuators = first["actuators"]
+    bounds = segment_bounds(len(first["intact_reward_curve"]), segments)
     rows: list[dict[str, Any]] = []
-    bounds: list[tuple[int, int]] = []
-
-    def evaluate(run: Path, overrides: list[str]) -> dict[str, Any]:
-        return evaluate_run(
-            run, episodes, overrides, greedy, checkpoint, freeze_memory=freeze_memory
-        )
-
-    for run in found:
-        intact = evaluate(run, [])
-        own_bounds = segment_bounds(len(intact["reward_curve"]), segments)  # before the rest
-        if rows and own_bounds != bounds:
+    for record in records:
+        if record["actuators"] != actuators:
             raise MetodsError(
-                f"impairment: {run} and {rows[0]['run']} have lifetimes of different lengths; "
-                "compare runs of one task setting"
+                f"impairment: {record['run']} ({record['task']}, {record['actuators']} "
+                f"actuators) and {first['run']} ({first['task']}, {actuators}) have different "
+                "numbers of actuators"
             )
-        bounds = own_bounds
-        impaired = [evaluate(run, [f"task.{IMPAIR_FIELD}={k}"]) for k in range(actuators)]
-        intact_by_segment = _segment_means(intact["reward_curve"], bounds)
-        impaired_by_segment = [_segment_means(r["reward_curve"], bounds) for r in impaired]
+        if len(record["intact_reward_curve"]) != len(first["intact_reward_curve"]):
+            raise MetodsError(
+                f"impairment: {record['run']} and {first['run']} have lifetimes of different "
+                "lengths; compare runs of one task setting"
+            )
+        intact_by_segment = _segment_means(record["intact_reward_curve"], bounds)
+        impaired_by_segment = [_segment_means(c, bounds) for c in record["impaired_reward_curves"]]
         by_segment = [
             _ratio(sum(means[s] for means in impaired_by_segment) / actuators, intact_mean)
             for s, intact_mean in enumerate(intact_by_segment)
         ]
         rows.append(
             {
-                "run": str(run),
-                "intact": intact["mean_reward"],
-                "intact_ci95": intact["mean_reward_ci95"],
-                "impaired": [r["mean_reward"] for r in impaired],
-                "impaired_ci95": [r["mean_reward_ci95"] for r in impaired],
+                "run": record["run"],
+                "intact": record["intact"],
+                "intact_ci95": record["intact_ci95"],
+                "impaired": list(record["impaired"]),
+                "impaired_ci95": list(record["impaired_ci95"]),
                 "impaired_over_intact_by_segment": by_segment,
             }
         )
@@ -169,10 +255,10 @@ def impairment_table(
         row["normalised"] = sum(defined) / len(defined) if defined else None
         row["normalised_conditions"] = len(defined)
     return {
-        "task": task,
+        "task": first["task"],
         "actuators": actuators,
-        "checkpoint": checkpoint or "last",
-        "freeze_memory": freeze_memory,
+        "checkpoint": first["checkpoint"],
+        "freeze_memory": first["freeze_memory"],
         "segments": [list(pair) for pair in bounds],
         "runs": rows,
     }

@@ -16,10 +16,13 @@ Layout::
       evaluation[<tag>].json       the meta-test summary (<tag>: the evaluation's overrides)
       training_curve.png           the training curve, drawn by the evaluation
       <curve>[<tag>].png/.csv      each per-index curve of the evaluation
+      impairment[<tag>].json       with MuJoCo runs, the returns intact and with each actuator
+                                   disabled (<tag>: checkpoint and memory lesion), written by
+                                   ``metods impairment`` and an ablation with impairment: true
 
 An ablation keeps beside each run folder ``runs/<name>``: ``<name>.log`` (the output of the
-run's ``metods train`` and ``metods evaluate``), ``<name>.status.json`` (the launcher's
-record) and ``<name>.lock`` (held while a job runs it).
+run's ``metods train``, ``metods evaluate`` and ``metods impairment``), ``<name>.status.json``
+(the launcher's record) and ``<name>.lock`` (held while a job runs it).
 """
 
 from __future__ import annotations
@@ -117,6 +120,11 @@ class RunFolder:
     def evaluation(self, tag: str = "") -> Path:
         """The evaluation summary; ``tag`` names the evaluation's overrides (``""``: none)."""
         return self.path / f"evaluation{tag}.json"
+
+    def impairment(self, tag: str = "") -> Path:
+        """The impairment record (``metods_core.impairment``); ``tag`` names its checkpoint and
+        memory lesion (``""``: the last checkpoint, no lesion)."""
+        return self.path / f"impairment{tag}.json"
 
     @property
     def training_curve(self) -> Path:

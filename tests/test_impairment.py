@@ -49,7 +49,8 @@ def cheetah_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def test_table_of_two_cheetah_runs(
     cheetah_runs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Every condition is evaluated and written in the run; the scores follow from those files."""
+    """Every condition is evaluated and written in the run, with the run's impairment record;
+    the scores follow from those files."""
     out = tmp_path / "table.md"
     argv = ["impairment", *map(str, cheetah_runs), "--out", str(out), "--json"]
     assert main(argv) == 0
@@ -63,6 +64,10 @@ def test_table_of_two_cheetah_runs(
         files = [json.loads(folder.evaluation(tag).read_text()) for tag in tags]
         returns.append([file["mean_reward"] for file in files])
         curves.append([file["reward_curve"] for file in files])
+        record = impairment.read_impairment(run)  # what an ablation scores the run from
+        assert record is not None and record["episodes"] == 2
+        assert [record["intact"], *record["impaired"]] == returns[-1]
+        assert [record["intact_reward_curve"], *record["impaired_reward_curves"]] == curves[-1]
     for row, own, curve in zip(table["runs"], returns, curves, strict=True):
         assert row["intact"] == pytest.approx(own[0])
         assert row["impaired"] == pytest.approx(own[1:])
@@ -89,51 +94,78 @@ def test_table_of_two_cheetah_runs(
     assert "Traceback" not in err
 
 
-def test_normalisation_by_the_best_run_in_each_condition(monkeypatch: pytest.MonkeyPatch) -> None:
+def _record(
+    run: str,
+    intact: float,
+    impaired: list[float],
+    ci: float = 1.0,
+    curves: list[list[float]] | None = None,
+) -> dict[str, Any]:
+    """An impairment record as ``evaluate_impairment`` writes it; by default each reward curve
+    spreads its return evenly over 4 steps."""
+    curves = curves or [[value / 4] * 4 for value in [intact, *impaired]]
+    return {
+        "run": run,
+        "task": "cheetah_dir",
+        "actuators": len(impaired),
+        "checkpoint": "last",
+        "episodes": 2,
+        "greedy": False,
+        "freeze_memory": None,
+        "intact": intact,
+        "intact_ci95": ci,
+        "intact_reward_curve": curves[0],
+        "impaired": impaired,
+        "impaired_ci95": [ci] * len(impaired),
+        "impaired_reward_curves": curves[1:],
+    }
+
+
+def test_normalisation_by_the_best_run_in_each_condition() -> None:
     """Known returns: scores divide by each condition's best run; a condition whose best is not
     positive beyond its 95 % CI has no score and is left out of the average (counted in
     normalised_conditions)."""
-    returns = {
-        "a": {"": 200.0, "0": 100.0, "1": 50.0},
-        "b": {"": 100.0, "0": 80.0, "1": -10.0},
-    }
 
-    def fake_evaluate(
-        run: Path, episodes: Any, overrides: list[str], *rest: Any, **options: Any
-    ) -> dict:
-        key = overrides[0].rsplit("=", 1)[1] if overrides else ""
-        mean = returns[str(run)][key]
-        return {"mean_reward": mean, "mean_reward_ci95": 1.0, "reward_curve": [mean / 4] * 4}
+    def score(a: list[float], b: list[float]) -> list[dict[str, Any]]:
+        records = [_record("a", 200.0, a), _record("b", 100.0, b)]
+        return impairment.score_impairment(records)["runs"]  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(impairment, "actuator_count", lambda run: ("cheetah_dir", 2))
-    monkeypatch.setattr(impairment, "evaluate_run", fake_evaluate)
-    table = impairment.impairment_table([Path("a"), Path("b")])
-    a, b = table["runs"]
+    a, b = score([100.0, 50.0], [80.0, -10.0])
     assert a["normalised_by_condition"] == [1.0, 1.0] and a["normalised"] == 1.0
     assert b["normalised_by_condition"] == [0.8, -0.2] and b["normalised"] == pytest.approx(0.3)
     assert a["impaired_over_intact"] == 75.0 / 200 and b["impaired_over_intact"] == 35.0 / 100
     assert b["normalised_intact"] == 0.5
     assert a["normalised_conditions"] == b["normalised_conditions"] == 2
-    returns["a"]["1"] = returns["b"]["1"] = -5.0  # no run keeps a positive return without K = 1
-    table = impairment.impairment_table([Path("a"), Path("b")])
-    a, b = table["runs"]
+    a, b = score([100.0, -5.0], [80.0, -5.0])  # no run keeps a positive return without K = 1
     assert a["normalised_by_condition"][1] is None and b["normalised_by_condition"][1] is None
     assert a["normalised"] == 1.0 and b["normalised"] == pytest.approx(0.8)
     assert a["normalised_conditions"] == b["normalised_conditions"] == 1
+    table = impairment.score_impairment(
+        [_record("a", 200.0, [100.0, -5.0]), _record("b", 100.0, [80.0, -5.0])]
+    )
     assert "0.80 (over 1 of 2)" in impairment.format_markdown(table)
     # a best return within its CI of zero (0.3 +- 1.0) is no reference: the others' ratios
     # would be -16.7 and worse (seen on cheetah_dir, K = 3), so it is left out too
-    returns["a"]["1"], returns["b"]["1"] = 0.3, -5.0
-    a, b = impairment.impairment_table([Path("a"), Path("b")])["runs"]
+    a, b = score([100.0, 0.3], [80.0, -5.0])
     assert a["normalised_by_condition"][1] is None and b["normalised_by_condition"][1] is None
     assert b["normalised"] == pytest.approx(0.8) and b["normalised_conditions"] == 1
-    returns["a"]["1"] = 1.5  # beyond its CI: a reference again
-    a, b = impairment.impairment_table([Path("a"), Path("b")])["runs"]
+    a, b = score([100.0, 1.5], [80.0, -5.0])  # beyond its CI: a reference again
     assert b["normalised_by_condition"][1] == pytest.approx(-5.0 / 1.5)
-    for key in ("0", "1"):
-        returns["a"][key] = returns["b"][key] = -5.0
-    a, _ = impairment.impairment_table([Path("a"), Path("b")])["runs"]
+    a, _ = score([-5.0, -5.0], [-5.0, -5.0])
     assert a["normalised"] is None and a["normalised_conditions"] == 0
+
+
+def test_records_of_different_robots_or_lifetimes_are_not_scored_together() -> None:
+    """Scoring a cheetah's record against an ant's, or 4-step lifetimes against 5-step ones, is
+    one clear error naming both runs."""
+    cheetah, ant = _record("a", 1.0, [1.0] * 6), _record("b", 1.0, [1.0] * 8)
+    with pytest.raises(MetodsError, match="b .* and a .* have different numbers of actuators"):
+        impairment.score_impairment([cheetah, ant])
+    longer = _record("c", 1.0, [1.0] * 6, curves=[[0.2] * 5] * 7)
+    with pytest.raises(MetodsError, match="c and a have lifetimes of different lengths"):
+        impairment.score_impairment([cheetah, longer])
+    with pytest.raises(MetodsError, match="no runs to score"):
+        impairment.score_impairment([])
 
 
 def test_a_run_without_actuators_is_one_clear_error(
@@ -151,26 +183,17 @@ def test_a_run_without_actuators_is_one_clear_error(
     assert not list(run.glob("evaluation*.json"))
 
 
-def test_impaired_over_intact_by_segment_of_the_lifetime(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_impaired_over_intact_by_segment_of_the_lifetime() -> None:
     """Known reward curves: each segment's mean impaired reward over its intact reward; a
     segment whose intact reward is not positive has no ratio; a policy that recovers from the
     impairment shows a rising ratio."""
-    curves = {
-        "": [1.0, 1.0, 2.0, 2.0, 0.0, 0.0],
-        "0": [0.0, 0.0, 1.0, 1.0, 1.0, 1.0],
-        "1": [1.0, 1.0, 2.0, 2.0, 1.0, 1.0],
-    }
-
-    def fake_evaluate(
-        run: Path, episodes: Any, overrides: list[str], *rest: Any, **options: Any
-    ) -> dict:
-        key = overrides[0].rsplit("=", 1)[1] if overrides else ""
-        curve = curves[key]
-        return {"mean_reward": sum(curve), "mean_reward_ci95": 0.0, "reward_curve": curve}
-
-    monkeypatch.setattr(impairment, "actuator_count", lambda run: ("cheetah_dir", 2))
-    monkeypatch.setattr(impairment, "evaluate_run", fake_evaluate)
-    table = impairment.impairment_table([Path("a")], segments=3)
+    curves = [
+        [1.0, 1.0, 2.0, 2.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 1.0, 1.0, 1.0],
+        [1.0, 1.0, 2.0, 2.0, 1.0, 1.0],
+    ]
+    record = _record("a", 6.0, [4.0, 8.0], ci=0.0, curves=curves)
+    table = impairment.score_impairment([record], segments=3)
     assert table["segments"] == [[0, 2], [2, 4], [4, 6]]
     (row,) = table["runs"]
     assert row["impaired_over_intact_by_segment"] == [0.5, 0.75, None]
@@ -183,30 +206,41 @@ def test_impaired_over_intact_by_segment_of_the_lifetime(monkeypatch: pytest.Mon
 
 
 def test_frozen_memory_reaches_every_evaluation_and_the_table(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """``--freeze-memory K`` is passed to the intact and every impaired evaluation, recorded in
-    the table and named in its heading; a negative K is refused before any evaluation."""
+    the table, its record's file name and the table's heading; a negative K is refused before
+    any evaluation."""
+    run = tmp_path / "a"
+    run.mkdir()
     seen: list[tuple[str, Any]] = []
 
     def fake_evaluate(
         run: Path, episodes: Any, overrides: list[str], *rest: Any, **options: Any
     ) -> dict:
         seen.append((",".join(overrides), options.get("freeze_memory")))
-        return {"mean_reward": 4.0, "mean_reward_ci95": 0.0, "reward_curve": [1.0] * 4}
+        return {
+            "mean_reward": 4.0,
+            "mean_reward_ci95": 0.0,
+            "reward_curve": [1.0] * 4,
+            "episodes": 2,
+            "greedy": False,
+        }
 
     monkeypatch.setattr(impairment, "actuator_count", lambda run: ("cheetah_dir", 2))
     monkeypatch.setattr(impairment, "evaluate_run", fake_evaluate)
-    table = impairment.impairment_table([Path("a")], freeze_memory=7)
+    table = impairment.impairment_table([run], freeze_memory=7)
     assert seen == [("", 7), ("task.impair_actuator=0", 7), ("task.impair_actuator=1", 7)]
     assert table["freeze_memory"] == 7
     assert "checkpoint last, memory frozen from step 7 (" in impairment.format_markdown(table)
+    assert impairment.read_impairment(run, freeze_memory=7)["freeze_memory"] == 7  # type: ignore[index]
+    assert impairment.read_impairment(run) is None
     seen.clear()
-    plain = impairment.impairment_table([Path("a")])
+    plain = impairment.impairment_table([run])
     assert {frozen for _, frozen in seen} == {None} and plain["freeze_memory"] is None
     assert "memory frozen" not in impairment.format_markdown(plain)
     seen.clear()
-    assert main(["impairment", "a", "--freeze-memory", "-1"]) == 2
+    assert main(["impairment", str(run), "--freeze-memory", "-1"]) == 2
     err = capsys.readouterr().err
     assert "--freeze-memory must be a step of the lifetime (0 or more), got -1" in err
     assert "Traceback" not in err and not seen
