@@ -210,11 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         "ablate",
         help="train and evaluate a grid of recipe variants over seeds; tabulate and plot",
         usage="metods ablate RECIPE [key=value ...] --grid key=v1,v2 [--grid ...] [--seeds N] "
-        "[--jobs J | --launcher submitit ...] [--out DIR]\n       metods ablate ABLATION.yaml "
-        "[key=value ...] [--seeds N] [--jobs J | --launcher submitit ...] [--out DIR]",
+        "[--jobs J | --launcher submitit ...] [--out DIR] [--impairment]\n       metods ablate "
+        "ABLATION.yaml [key=value ...] [--seeds N] [--jobs J | --launcher submitit ...] "
+        "[--out DIR] [--impairment]",
         description="Run every combination of the grid's values for each seed, J runs at a "
         "time (or as SLURM jobs with --launcher submitit), then write results.csv, "
-        "summary.md, ablation.png and ablation.json into OUT. "
+        "summary.md, ablation.png and ablation.json into OUT (and impairment.md with "
+        "--impairment). "
         "Running the same command again skips finished runs and resumes interrupted ones.",
     )
     ablate.add_argument(
@@ -239,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_launcher_arguments(ablate)  # --launcher, --jobs, the SLURM resources of a run
     ablate.add_argument("--out", type=Path, help="output folder (default: ablations/<file stem>)")
     ablate.add_argument("--episodes", type=int, help="held-out lifetimes per evaluation")
+    ablate.add_argument(
+        "--impairment",
+        action="store_true",
+        help="MuJoCo runs: also evaluate each run with each actuator disabled, and score the "
+        "runs of each seed against each other (impairment.md; as the file's `impairment: true`)",
+    )
     ablate.set_defaults(handler=handlers.ablate)
     return parser
 

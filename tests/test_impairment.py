@@ -4,8 +4,10 @@ without actuators, or more segments than steps, is one clear error."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +246,43 @@ def test_frozen_memory_reaches_every_evaluation_and_the_table(
     err = capsys.readouterr().err
     assert "--freeze-memory must be a step of the lifetime (0 or more), got -1" in err
     assert "Traceback" not in err and not seen
+
+
+@needs_mujoco
+@pytest.mark.slow  # a `metods evaluate` and a `metods impairment` process per run: ~25 s
+def test_an_ablation_with_impairment_scores_its_runs(
+    cheetah_runs: list[Path], tmp_path: Path
+) -> None:
+    """Two trained runs placed where an ablation with ``impairment: true`` plans them: it runs
+    their evaluation and impairment processes, and its reports score them as ``metods
+    impairment`` does; run again, it redoes nothing."""
+    from metods_core.ablation import ablation_from_grid, run_ablation
+
+    recipes = ",".join(str(RECIPES / "mujoco" / f"{run.name}.yaml") for run in cheetah_runs)
+    overrides = [*TINY, "task.episode_steps=5"]
+    ablation = ablation_from_grid(
+        RECIPES / "mujoco" / "cheetah_dir_metods.yaml",
+        [f"recipe={recipes}"],
+        1,
+        overrides,
+        tmp_path / "ablation",
+        impairment=True,
+    )
+    for run in cheetah_runs:  # trained to the plan's budget; evaluated by the ablation itself
+        copy = tmp_path / "ablation" / "runs" / f"recipe={run.name}-seed0"
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("evaluation*", "impairment*"))
+    result = run_ablation(ablation, jobs=2, echo=lambda _: None)
+    assert [(o.status, o.action) for o in result.outcomes] == [("done", "evaluated")] * 2
+    table = impairment.score_impairment([o.impairment for o in result.outcomes])  # type: ignore[misc]
+    with (tmp_path / "ablation" / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    for row, scored in zip(rows, table["runs"], strict=True):
+        for column, key in (("normalised_impaired_seed", "normalised"),
+                            ("impaired_over_intact", "impaired_over_intact")):  # fmt: skip
+            expected = scored[key]
+            assert (row[column] == "") if expected is None else float(row[column]) == expected
+    markdown = (tmp_path / "ablation" / "impairment.md").read_text()
+    assert "## Seed 0" in markdown and "| recipe=cheetah_dir_lstm-seed0 |" in markdown
+    again = run_ablation(ablation, jobs=2, echo=lambda _: None)
+    assert [o.action for o in again.outcomes] == ["skipped"] * 2
+    assert [o.impairment for o in again.outcomes] == [o.impairment for o in result.outcomes]

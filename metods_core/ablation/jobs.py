@@ -1,4 +1,5 @@
-"""The child processes of one run: ``metods train`` (or ``--resume``) then ``metods evaluate``.
+"""The child processes of one run: ``metods train`` (or ``--resume``), ``metods evaluate``, and
+with the ablation's ``impairment`` ``metods impairment``.
 
 Each process runs ``python -m metods_core.cli`` with its output appended to
 ``OUT/runs/<run>.log`` and the thread variables set for its share of the cores. ``RunJob``
@@ -40,7 +41,8 @@ DONE_ACTIONS = {"train": "trained", "restart": "restarted", "resume": "resumed",
 
 
 class RunJob:
-    """The processes of one run: train (or resume) then evaluate, one after the other."""
+    """The processes of one run: train (or resume), evaluate (and impairment), one after the
+    other."""
 
     def __init__(
         self, run: PlannedRun, decision: Decision, env: dict[str, str], lock_fd: int | None
@@ -120,7 +122,7 @@ class StagesResult:
 
     returncode: int
     stage: str
-    """The stage that ended last: train or evaluate."""
+    """The stage that ended last: train, evaluate or impairment."""
     seconds: float
     """Wall time of the stages, summed."""
     start_offset: int
@@ -151,7 +153,8 @@ def thread_env(threads: int) -> dict[str, str]:
 
 
 def stage_commands(run: PlannedRun, decision: Decision) -> list[tuple[str, list[str]]]:
-    """Return the (stage, command) pairs ``decision`` calls for: train or resume, then evaluate."""
+    """Return the (stage, command) pairs ``decision`` calls for: train or resume, then evaluate
+    (and impairment)."""
     return _stages(run, decision)
 
 
@@ -202,7 +205,9 @@ def stages_outcome(
 
 
 def _stages(run: PlannedRun, decision: Decision) -> list[tuple[str, list[str]]]:
-    """Return the (stage, command) pairs ``decision`` calls for: train or resume, then evaluate.
+    """Return the (stage, command) pairs ``decision`` calls for: train or resume, then evaluate,
+    then with ``run.impairment`` the impairment evaluations (each run's record, which the
+    ablation's report scores).
 
     A resumed run gets the plan's ``trainer.max_steps``, threads and W&B settings as overrides.
     """
@@ -221,6 +226,9 @@ def _stages(run: PlannedRun, decision: Decision) -> list[tuple[str, list[str]]]:
         stages.append(("train", resume))
     evaluate = [*cli, "evaluate", run_dir, "--json", "--episodes", str(run.episodes)]
     stages.append(("evaluate", [*evaluate, *(["--greedy"] if run.greedy else [])]))
+    if run.impairment:  # greedy or not as the run's recipe says, as the plan's is
+        impairment = [*cli, "impairment", run_dir, "--json", "--episodes", str(run.episodes)]
+        stages.append(("impairment", impairment))
     return stages
 
 

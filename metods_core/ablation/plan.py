@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from metods_core.ablation.spec import RECIPE_AXIS, Ablation, AblationError, resolve_path
-from metods_core.recipe import RecipeError, load_recipe, recipe_to_dict
+from metods_core.recipe import Recipe, RecipeError, load_recipe, recipe_to_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +44,8 @@ class PlannedRun:
     greedy: bool
     resolved: dict[str, Any]
     """The validated recipe as plain data (compared with a run directory's saved recipe)."""
+    impairment: bool = False
+    """Also evaluate the run with each actuator disabled (``metods impairment``)."""
 
     def to_json(self) -> dict[str, Any]:
         """Return the plan of this run as JSON-ready data."""
@@ -58,6 +60,7 @@ class PlannedRun:
             "max_steps": self.max_steps,
             "episodes": self.episodes,
             "greedy": self.greedy,
+            "impairment": self.impairment,
         }
 
 
@@ -97,6 +100,11 @@ def plan_runs(ablation: Ablation, threads: int) -> list[PlannedRun]:
                 found = [str(p) for p in exc.problems]
                 cell_problems += [p for p in found if p not in cell_problems]
                 continue
+            unimpairable = _impairment_problem(resolved) if ablation.impairment else None
+            if unimpairable is not None:
+                if unimpairable not in cell_problems:
+                    cell_problems.append(unimpairable)
+                continue
             name = f"{cell}-seed{seed}"
             runs.append(
                 PlannedRun(
@@ -111,6 +119,7 @@ def plan_runs(ablation: Ablation, threads: int) -> list[PlannedRun]:
                     episodes=ablation.episodes or resolved.evaluation.episodes,
                     greedy=resolved.evaluation.greedy,
                     resolved=recipe_to_dict(resolved),
+                    impairment=ablation.impairment,
                 )
             )
         problems += [f"{cell} ({recipe}): {problem}" for problem in cell_problems]
@@ -119,6 +128,18 @@ def plan_runs(ablation: Ablation, threads: int) -> list[PlannedRun]:
     if problems:
         raise AblationError(problems, f"ablation {ablation.source or ablation.out}")
     return runs
+
+
+def _impairment_problem(recipe: Recipe) -> str | None:
+    """Return why ``impairment: true`` cannot evaluate this recipe's runs, or None."""
+    from metods_core.impairment import IMPAIR_FIELD
+
+    if IMPAIR_FIELD in type(recipe.task.config).model_fields:
+        return None
+    return (
+        f"impairment: true needs a task with actuators to disable (task.{IMPAIR_FIELD}: "
+        f"cheetah_dir, cheetah_vel, ant_dir), but this recipe's task is '{recipe.task.name}'"
+    )
 
 
 def format_value(value: Any) -> str:

@@ -1,8 +1,10 @@
-"""An ablation's outcome: results.csv (one row per run), summary.md (per cell), ablation.png."""
+"""An ablation's outcome: results.csv (one row per run), summary.md (per cell), ablation.png;
+with ``impairment``, impairment.md and impairment.json (the runs scored against each other)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,8 +19,18 @@ if TYPE_CHECKING:
 
 RUN_COLUMNS = ("run", "cell", "seed", "status", "action", "wall_time_s", "error")
 """Columns of results.csv besides the grid keys (after ``cell``) and the metrics (at the end)."""
-_NOT_METRICS = ("episodes",)
+_NOT_METRICS = ("episodes", "freeze_memory")
 """Scalar entries of the evaluation summary that describe the evaluation, not the agent."""
+IMPAIRMENT_COLUMNS = {
+    "impaired_mean_reward": "the mean held-out return over the conditions with one actuator "
+    "disabled",
+    "impaired_over_intact": "that mean over the run's own intact return",
+    "normalised_impaired_seed": "the MetODS paper's score: each impaired return divided by the "
+    "best of the runs of the same seed (one per grid cell) in that condition, averaged over the "
+    "actuators",
+    "normalised_impaired_all": "the same score against the best of all the ablation's runs",
+}
+"""The impairment's columns of results.csv and summary.md, and what each is."""
 
 
 def main_metric_key(evaluation: dict[str, Any]) -> str:
@@ -37,7 +49,9 @@ def scalar_metrics(evaluation: dict[str, Any]) -> dict[str, float | int]:
 
 
 def results_rows(grid_keys: Sequence[str], outcomes: Sequence[RunOutcome]) -> list[dict[str, Any]]:
-    """Return one results.csv row per run: its grid values, seed, status, time and metrics."""
+    """Return one results.csv row per run: its grid values, seed, status, time and metrics
+    (with impairment records, the ``IMPAIRMENT_COLUMNS`` last)."""
+    impairment = impairment_scores(outcomes)
     rows = []
     for outcome in outcomes:
         run = outcome.run
@@ -51,8 +65,81 @@ def results_rows(grid_keys: Sequence[str], outcomes: Sequence[RunOutcome]) -> li
             error=outcome.error or "",
         )
         row.update(scalar_metrics(outcome.evaluation or {}))
+        if impairment:
+            row.update(impairment["columns"].get(run.name, dict.fromkeys(IMPAIRMENT_COLUMNS)))
         rows.append(row)
     return rows
+
+
+def impairment_scores(outcomes: Sequence[RunOutcome]) -> dict[str, Any]:
+    """Score the finished runs' impairment records: those of each seed against each other, and
+    all of them together (``score_impairment``).
+
+    Returns ``{}`` without records, else ``{"columns": {run name: {IMPAIRMENT_COLUMNS}},
+    "seeds": {seed: table}, "all": table or None, "problem": str or None}``: a problem (runs of
+    different robots or lifetime lengths cannot be scored together) leaves the normalised
+    columns empty and is said in impairment.md.
+    """
+    from metods_core.errors import MetodsError
+    from metods_core.impairment import score_impairment
+
+    done = [o for o in outcomes if o.status == "done" and o.impairment is not None]
+    if not done:
+        return {}
+    records = {o.run.name: {**o.impairment, "run": o.run.name} for o in done}  # type: ignore[dict-item]
+    seeds: dict[int, list[str]] = {}
+    for outcome in done:
+        seeds.setdefault(outcome.run.seed, []).append(outcome.run.name)
+    columns: dict[str, dict[str, Any]] = {}
+    for name, record in records.items():
+        mean_impaired = sum(record["impaired"]) / len(record["impaired"])
+        ratio = mean_impaired / record["intact"] if record["intact"] > 0 else None
+        columns[name] = dict.fromkeys(IMPAIRMENT_COLUMNS)
+        columns[name].update(impaired_mean_reward=mean_impaired, impaired_over_intact=ratio)
+    try:
+        every = score_impairment(list(records.values()))
+        by_seed = {
+            seed: score_impairment([records[name] for name in names])
+            for seed, names in sorted(seeds.items())
+        }
+    except MetodsError as exc:
+        return {"columns": columns, "seeds": {}, "all": None, "problem": str(exc)}
+    for row in every["runs"]:
+        columns[row["run"]]["normalised_impaired_all"] = row["normalised"]
+    for table in by_seed.values():
+        for row in table["runs"]:
+            columns[row["run"]]["normalised_impaired_seed"] = row["normalised"]
+    return {"columns": columns, "seeds": by_seed, "all": every, "problem": None}
+
+
+def write_impairment(out: Path, outcomes: Sequence[RunOutcome]) -> list[Path]:
+    """Write ``impairment.md`` (a table per seed, then all runs) and ``impairment.json`` into
+    ``out`` when the runs have impairment records; return the paths written."""
+    from metods_core.impairment import format_markdown
+    from metods_core.training.atomic import write_text_atomic
+
+    scores = impairment_scores(outcomes)
+    if not scores:
+        return []
+    lines = [
+        "# Impairment",
+        "",
+        "Each run evaluated intact and with each actuator disabled in turn (`metods "
+        "impairment`). First the runs of each seed scored against each other (the paper's "
+        "comparison: one policy per agent), then all runs together.",
+        "",
+    ]
+    if scores["problem"]:
+        lines += [f"The runs cannot be scored together: {scores['problem']}", ""]
+    for seed, table in scores["seeds"].items():
+        lines += [f"## Seed {seed}", "", format_markdown(table)]
+    if scores["all"] is not None:
+        lines += ["## All runs", "", format_markdown(scores["all"])]
+    markdown, data = out / "impairment.md", out / "impairment.json"
+    write_text_atomic(markdown, "\n".join(lines).rstrip() + "\n")
+    payload = {key: scores[key] for key in ("seeds", "all", "problem")}
+    write_text_atomic(data, json.dumps(payload, indent=2) + "\n")
+    return [markdown, data]
 
 
 def metric_columns(rows: Sequence[dict[str, Any]], grid_keys: Sequence[str]) -> list[str]:
@@ -107,7 +194,7 @@ def write_tables(
     summary.write_text(
         format_summary(ablation.name, grid_keys, rows, outcomes, main, command, wall_time_s)
     )
-    return [results, summary]
+    return [results, summary, *write_impairment(out, outcomes)]
 
 
 def format_summary(
@@ -136,6 +223,10 @@ def format_summary(
         "(Student's t; n/a with one seed). Main metric: " + f"`{main}`.",
         "",
     ]
+    if any(column in metrics for column in IMPAIRMENT_COLUMNS):
+        lines += ["Impairment (the tables per seed: impairment.md):", ""]
+        lines += [f"- `{name}`: {what}" for name, what in IMPAIRMENT_COLUMNS.items()]
+        lines += [""]
     header = [*grid_keys, "n", "failed", *metrics]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for cell in cells:

@@ -133,6 +133,7 @@ def _write_plan(
         "seeds": ablation.seeds,
         "overrides": ablation.overrides,
         "episodes": ablation.episodes,
+        "impairment": ablation.impairment,
         **extra,
         "runs": [{**run.to_json(), "action": decisions[run.name].action} for run in runs],
     }

@@ -10,6 +10,7 @@ An ablation file is a YAML mapping with a ``grid``::
     overrides: [trainer.max_steps=2000]  # applied to every run
     episodes: 1000                       # held-out lifetimes per evaluation
     out: ablations/harlow_depth_alpha    # relative to the current directory
+    impairment: false                    # MuJoCo runs: also evaluate each actuator disabled
 
 The grid key ``recipe`` varies the base recipe file itself (paths relative to the ablation
 file), for comparisons whose runs differ in more than a few fields. A grid key
@@ -63,6 +64,10 @@ class AblationFile(BaseModel):
     """Held-out lifetimes per evaluation; None: each recipe's evaluation.episodes."""
     out: str | None = None
     """Output folder, relative to the current directory; None: ablations/<file stem>."""
+    impairment: bool = False
+    """Also evaluate every run with each actuator disabled in turn (``metods impairment``; MuJoCo
+    runs only) and score the runs of each seed against each other as the MetODS paper does
+    (impairment.md; the scores in results.csv and summary.md)."""
     launcher: dict[str, Any] | None = None
     """How runs are executed: `{name: local, jobs: 2}` (default local, 1 at a time) or
     `{name: submitit, partition: gpu, ...}`; the options are the launcher's own."""
@@ -88,6 +93,8 @@ class Ablation:
     """The ablation file, or None for a command-line grid."""
     root: Path = Path(".")
     """Folder that recipe-axis paths are relative to."""
+    impairment: bool = False
+    """Also evaluate every run with each actuator disabled, and score them (MuJoCo runs)."""
     launcher: dict[str, Any] = dataclasses.field(default_factory=lambda: {"name": "local"})
     """The launcher section: its ``name`` and options (validated when the ablation is built)."""
 
@@ -114,10 +121,11 @@ def load_ablation(
     seeds: str | None = None,
     launcher: str | None = None,
     launcher_options: Mapping[str, Any] | None = None,
+    impairment: bool = False,
 ) -> Ablation:
     """Read an ablation file; ``overrides``, ``out``, ``episodes``, ``seeds`` (a count or a
     comma-separated list, as ``--seeds`` takes), ``launcher`` (a name) and ``launcher_options``
-    add to or replace its own."""
+    add to or replace its own; ``impairment`` True turns on the impairment evaluation."""
     path = Path(path)
     data = yaml.safe_load(path.read_text())
     try:
@@ -148,6 +156,7 @@ def load_ablation(
         source=str(path),
         root=path.parent,
         launcher=section,
+        impairment=spec.impairment or impairment,
     )
 
 
@@ -160,9 +169,11 @@ def ablation_from_grid(
     episodes: int | None = None,
     launcher: str | None = None,
     launcher_options: Mapping[str, Any] | None = None,
+    impairment: bool = False,
 ) -> Ablation:
     """Build an ablation from a recipe and ``key=v1,v2`` grid arguments (``recipe`` paths: cwd),
-    run by ``launcher`` (default: local) with ``launcher_options``."""
+    run by ``launcher`` (default: local) with ``launcher_options``; ``impairment`` as the
+    ablation file's field."""
     axes: dict[str, list[Any]] = {}
     problems = []
     for item in grid:
@@ -190,6 +201,7 @@ def ablation_from_grid(
         overrides=list(overrides),
         episodes=episodes,
         launcher=section,
+        impairment=impairment,
     )
 
 

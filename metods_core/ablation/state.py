@@ -3,7 +3,8 @@
 - no directory: train it;
 - a directory without a checkpoint (stopped before its first save): delete it and train again;
 - a checkpoint before the plan's ``trainer.max_steps`` (read with ``read_checkpoint``): resume;
-- training finished, the evaluation summary missing, unreadable or evaluated otherwise: evaluate;
+- training finished, the evaluation summary (or, with the ablation's ``impairment``, the
+  impairment record) missing, unreadable or evaluated otherwise: evaluate;
 - all of it there: skip.
 
 A run directory whose recipe differs from the plan (other than in how it logs, evaluates or
@@ -62,6 +63,9 @@ class RunOutcome:
     error: str | None = None
     log_tail: list[str] = dataclasses.field(default_factory=list)
     evaluation: dict[str, Any] | None = None
+    impairment: dict[str, Any] | None = None
+    """With the ablation's ``impairment``: the run's impairment record
+    (``metods_core.impairment.evaluate_impairment``)."""
 
 
 def inspect_run(run: PlannedRun) -> Decision:
@@ -92,7 +96,8 @@ def inspect_run(run: PlannedRun) -> Decision:
         )
     if step < run.max_steps:
         return Decision("resume", checkpoint if checkpoint.name != LAST_CHECKPOINT else None)
-    return Decision("skip" if evaluation_matches(run) else "evaluate")
+    evaluated = evaluation_matches(run) and (not run.impairment or impairment_matches(run))
+    return Decision("skip" if evaluated else "evaluate")
 
 
 def recipe_differences(run: PlannedRun) -> list[str]:
@@ -119,6 +124,22 @@ def evaluation_matches(run: PlannedRun) -> bool:
         and data.get("greedy") == run.greedy
         and not data.get("overrides")
     )
+
+
+def impairment_matches(run: PlannedRun) -> bool:
+    """Return whether the run's impairment record is there, evaluated as the plan asks."""
+    record = _impairment_record(run)
+    return (
+        record is not None
+        and record.get("episodes") == run.episodes
+        and record.get("greedy") == run.greedy
+    )
+
+
+def _impairment_record(run: PlannedRun) -> dict[str, Any] | None:
+    from metods_core.impairment import read_impairment
+
+    return read_impairment(run.run_dir)
 
 
 def _status_path(run: PlannedRun) -> Path:
@@ -150,15 +171,24 @@ def record_outcome(outcome: RunOutcome, add_time: bool = False) -> RunOutcome:
 
 
 def finished_outcome(run: PlannedRun, action: str, seconds: float | None) -> RunOutcome:
-    path = RunFolder(run.run_dir).evaluation()
+    """Return the outcome of a run whose processes ended well (``seconds``: their time; None for
+    a run skipped as already done), with its evaluation summary and impairment record; a run
+    whose files are missing failed."""
+    folder = RunFolder(run.run_dir)
+    path = folder.evaluation()
     try:
         evaluation = json.loads(path.read_text())
     except (OSError, ValueError):
         outcome = RunOutcome(run, "failed", action, seconds, f"{path.name} is missing")
         return record_outcome(outcome, add_time=True)
+    impairment = _impairment_record(run) if run.impairment else None
+    if run.impairment and impairment is None:
+        missing = f"{folder.impairment().name} is missing or unreadable"
+        return record_outcome(RunOutcome(run, "failed", action, seconds, missing), add_time=True)
     if seconds is None:  # skipped: keep the time recorded when it ran
-        return RunOutcome(run, "done", action, _previous_seconds(run) or None, None, [], evaluation)
-    outcome = RunOutcome(run, "done", action, seconds, None, [], evaluation)
+        previous = _previous_seconds(run) or None
+        return RunOutcome(run, "done", action, previous, None, [], evaluation, impairment)
+    outcome = RunOutcome(run, "done", action, seconds, None, [], evaluation, impairment)
     return record_outcome(outcome, add_time=True)
 
 
