@@ -242,6 +242,12 @@ def test_summary_statistics_on_a_hand_made_table() -> None:
     assert "| k | n | failed | mean_reward | accuracy_first |" in text
     assert "| 1 | 3 | 0 | 2 ± 2.5 | 0.5 ± 0 |" in text and "| 2 | 1 | 1 | 5 ± n/a |" in text
     assert "`metods ablate x`" in text
+    rows = [  # spreads of hundreds and of thousandths: plain digits, no exponent
+        {"run": f"c-{i}", "cell": "c", "k": 3, "seed": i, "status": "done", "mean_reward": value}
+        for i, value in enumerate([300.0, 700.0, 473.0])
+    ] + [{"run": "d-0", "cell": "d", "k": 4, "seed": 0, "status": "done", "mean_reward": 1.2e-5}]
+    text = format_summary("demo", ["k"], rows, [], "mean_reward", "", 1.0)
+    assert "| 3 | 3 | 0 | 491 ± 500 |" in text and "| 4 | 1 | 0 | 0.000012 ± n/a |" in text
 
 
 def test_mean_curve_averages_each_step_over_the_seeds_that_have_it() -> None:

@@ -317,8 +317,18 @@ def _number(value: Any) -> float:
 def _format_stat(mean: float, half_width: float, count: int) -> str:
     if count == 0 or math.isnan(mean):
         return "n/a"
-    spread = "n/a" if math.isnan(half_width) else f"{half_width:.2g}"
-    return f"{mean:.4g} ± {spread}"
+    spread = "n/a" if math.isnan(half_width) else _significant(half_width, 2)
+    return f"{_significant(mean, 4)} ± {spread}"
+
+
+def _significant(value: float, digits: int) -> str:
+    """Return ``value`` to ``digits`` significant digits, without an exponent below 1e15
+    (``230``, not ``2.3e+02``)."""
+    text = f"{value:.{digits}g}"
+    if "e" not in text or abs(value) >= 1e15:
+        return text
+    plain = f"{float(text):.15f}".rstrip("0").rstrip(".")
+    return plain if plain not in ("", "-") else "0"
 
 
 def _cell_text(value: Any) -> str:
