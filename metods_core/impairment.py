@@ -192,6 +192,13 @@ def impairment_table(
     return score_impairment(records, segments)
 
 
+def impaired_over_intact(record: dict[str, Any]) -> tuple[float, float | None]:
+    """Return a run's mean impaired return and its ratio to the run's own intact return (None
+    where the intact return is not positive), from its record or table row."""
+    mean_impaired = sum(record["impaired"]) / len(record["impaired"])
+    return mean_impaired, _ratio(mean_impaired, record["intact"])
+
+
 def score_impairment(records: Sequence[dict[str, Any]], segments: int = 4) -> dict[str, Any]:
     """Score runs' impairment records against each other; return the table's data.
 
@@ -246,8 +253,7 @@ def score_impairment(records: Sequence[dict[str, Any]], segments: int = 4) -> di
     ]
     best_intact = max(row["intact"] for row in rows)
     for row in rows:
-        row["mean_impaired"] = sum(row["impaired"]) / actuators
-        row["impaired_over_intact"] = _ratio(row["mean_impaired"], row["intact"])
+        row["mean_impaired"], row["impaired_over_intact"] = impaired_over_intact(row)
         row["normalised_intact"] = _ratio(row["intact"], best_intact)
         scores = [_ratio(row["impaired"][k], best[k]) for k in range(actuators)]
         row["normalised_by_condition"] = scores

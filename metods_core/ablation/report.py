@@ -81,7 +81,7 @@ def impairment_scores(outcomes: Sequence[RunOutcome]) -> dict[str, Any]:
     columns empty and is said in impairment.md.
     """
     from metods_core.errors import MetodsError
-    from metods_core.impairment import score_impairment
+    from metods_core.impairment import impaired_over_intact, score_impairment
 
     done = [o for o in outcomes if o.status == "done" and o.impairment is not None]
     if not done:
@@ -92,8 +92,7 @@ def impairment_scores(outcomes: Sequence[RunOutcome]) -> dict[str, Any]:
         seeds.setdefault(outcome.run.seed, []).append(outcome.run.name)
     columns: dict[str, dict[str, Any]] = {}
     for name, record in records.items():
-        mean_impaired = sum(record["impaired"]) / len(record["impaired"])
-        ratio = mean_impaired / record["intact"] if record["intact"] > 0 else None
+        mean_impaired, ratio = impaired_over_intact(record)
         columns[name] = dict.fromkeys(IMPAIRMENT_COLUMNS)
         columns[name].update(impaired_mean_reward=mean_impaired, impaired_over_intact=ratio)
     try:
