@@ -36,7 +36,7 @@ from metods_core.ablation import (
 from metods_core.ablation import jobs as jobs_module
 from metods_core.ablation.lock import hold_lock
 from metods_core.ablation.plan import format_value
-from metods_core.ablation.report import format_summary
+from metods_core.ablation.report import format_summary, paired_differences
 from metods_core.cli import main
 from metods_core.errors import MetodsError
 from metods_core.recipe import load_recipe, recipe_to_yaml
@@ -248,6 +248,29 @@ def test_summary_statistics_on_a_hand_made_table() -> None:
     ] + [{"run": "d-0", "cell": "d", "k": 4, "seed": 0, "status": "done", "mean_reward": 1.2e-5}]
     text = format_summary("demo", ["k"], rows, [], "mean_reward", "", 1.0)
     assert "| 3 | 3 | 0 | 491 ± 500 |" in text and "| 4 | 1 | 0 | 0.000012 ± n/a |" in text
+
+
+def test_paired_differences_from_the_first_cell_seed_by_seed() -> None:
+    """Each later cell minus the first, over the seeds both finished, with Student's t
+    interval of the differences; one cell alone has no such section."""
+    cells = {"a": {0: 1.0, 1: 2.0, 2: 3.0}, "b": {0: 2.0, 1: 4.0, 2: None}, "c": {1: 2.5}}
+    rows = [
+        {"run": f"{cell}-{seed}", "cell": cell, "k": cell, "seed": seed,
+         "status": "failed" if value is None else "done", "mean_reward": value}
+        for cell, values in cells.items() for seed, value in values.items()
+    ]  # fmt: skip
+    b, c = paired_differences(rows, ["mean_reward"])
+    assert (b["cell"], b["baseline"], c["cell"]) == ("b", "a", "c")
+    mean, half_width, count = b["metrics"]["mean_reward"]  # differences 1 and 2 (seed 2 failed)
+    assert (mean, count) == (1.5, 2) and half_width == pytest.approx(12.706 * 0.5)
+    assert c["metrics"]["mean_reward"][0] == 0.5 and c["metrics"]["mean_reward"][2] == 1
+    text = format_summary("demo", ["k"], rows, [], "mean_reward", "", 1.0)
+    assert "## Paired differences from `a`" in text
+    assert "| b | 2 | 1.5 ± 6.4 |" in text and "| c | 1 | 0.5 ± n/a |" in text
+    alone = [row for row in rows if row["cell"] == "a"]
+    assert paired_differences(alone, ["mean_reward"]) == []
+    text = format_summary("demo", ["k"], alone, [], "mean_reward", "", 1.0)
+    assert "Paired differences" not in text
 
 
 def test_mean_curve_averages_each_step_over_the_seeds_that_have_it() -> None:

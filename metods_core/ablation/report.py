@@ -172,6 +172,41 @@ def summarise(rows: Sequence[dict[str, Any]], grid_keys: Sequence[str]) -> list[
     return summary
 
 
+def paired_differences(
+    rows: Sequence[dict[str, Any]], metrics: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Return, for each grid cell after the first (the baseline), each metric's difference
+    from the baseline seed by seed: the mean, 95 % CI half-width and count over the seeds that
+    finished in both (``mean_and_ci95`` of the per-seed differences).
+
+    The cells of one seed share its seed, hence its held-out tasks, so the paired interval is
+    narrower than the two cells' own intervals where seeds vary together. Returns ``[{"cell",
+    "baseline", "metrics": {metric: (mean, half_width, n)}}]``, empty with fewer than 2 cells.
+    """
+    by_cell: dict[str, dict[Any, dict[str, Any]]] = {}
+    for row in rows:
+        if row["status"] == "done":
+            by_cell.setdefault(str(row["cell"]), {})[str(row["seed"])] = row
+        else:
+            by_cell.setdefault(str(row["cell"]), {})
+    cells = list(by_cell)
+    if len(cells) < 2:
+        return []
+    baseline = by_cell[cells[0]]
+    differences = []
+    for cell in cells[1:]:
+        seeds = [seed for seed in by_cell[cell] if seed in baseline]
+        stats = {}
+        for metric in metrics:
+            values = [
+                _number(by_cell[cell][seed].get(metric)) - _number(baseline[seed].get(metric))
+                for seed in seeds
+            ]
+            stats[metric] = mean_and_ci95(values)
+        differences.append({"cell": cell, "baseline": cells[0], "metrics": stats})
+    return differences
+
+
 def write_tables(
     out: Path,
     ablation: Ablation,
@@ -234,6 +269,26 @@ def format_summary(
         lines.append(
             "| " + " | ".join([*values, str(cell["n"]), str(cell["failed"]), *stats]) + " |"
         )
+    differences = paired_differences(rows, metrics)
+    if differences:
+        lines += [
+            "",
+            f"## Paired differences from `{differences[0]['baseline']}`",
+            "",
+            "Each metric of a cell minus the first cell's, seed by seed (the runs of one seed "
+            "meet the same held-out tasks): mean ± 95 % CI half-width over the seeds both "
+            "finished (Student's t). An interval that excludes 0 is a difference these seeds "
+            "resolve.",
+            "",
+            "| " + " | ".join([*grid_keys, "n", *metrics]) + " |",
+            "|" + "---|" * (len(grid_keys) + 1 + len(metrics)),
+        ]
+        values_of = {cell["cell"]: cell["values"] for cell in cells}
+        for difference in differences:
+            values = [_cell_text(values_of[difference["cell"]][key]) for key in grid_keys]
+            stats = [_format_stat(*difference["metrics"][m]) for m in metrics]
+            count = max((stat[2] for stat in difference["metrics"].values()), default=0)
+            lines.append("| " + " | ".join([*values, str(count), *stats]) + " |")
     if failed:
         lines += ["", "## Failed runs", ""]
         for outcome in failed:
