@@ -61,13 +61,13 @@ def _record(intact: float, impaired: list[float], ci: float = 1.0) -> dict[str, 
     }
 
 
-def test_the_shipped_file_compares_three_agents_on_four_seeds(tmp_path: Path) -> None:
+def test_the_shipped_file_compares_three_agents_on_five_seeds(tmp_path: Path) -> None:
     """recipes/ablations/cheetah_dir_impairment.yaml: the paper's rule, write20 and the LSTM at
-    64 tasks, 4 seeds, every run evaluated impaired on 100 lifetimes per condition."""
+    64 tasks, 5 seeds, every run evaluated impaired on 100 lifetimes per condition."""
     ablation = load_ablation(SHIPPED, out=tmp_path / "impairment")
-    assert ablation.impairment and ablation.seeds == [0, 1, 2, 3] and ablation.episodes == 100
+    assert ablation.impairment and ablation.seeds == [0, 1, 2, 3, 4] and ablation.episodes == 100
     runs = plan_runs(ablation, threads=1)
-    assert len(runs) == 12 and all(run.impairment for run in runs)
+    assert len(runs) == 15 and all(run.impairment for run in runs)
     assert {run.cell for run in runs} == {
         "recipe=cheetah_dir_metods",
         "recipe=cheetah_dir_metods_write20",
