@@ -178,7 +178,8 @@ def impairment_table(
 
     Raises:
         MetodsError: no runs, a run that is not a MuJoCo run, or runs of different robots
-            (checked before any evaluation), or more segments than the lifetime has steps.
+            (checked before any evaluation); more segments than the lifetime has steps, or
+            lifetimes of different lengths (checked after each run's evaluations).
     """
     if not runs:
         raise MetodsError("impairment: give at least one run folder")
@@ -186,9 +187,10 @@ def impairment_table(
     if len({count for _, count in found.values()}) > 1:
         described = ", ".join(f"{run} ({task}, {n})" for run, (task, n) in found.items())
         raise MetodsError(f"impairment: the runs have different numbers of actuators: {described}")
-    records = [
-        evaluate_impairment(run, episodes, checkpoint, greedy, freeze_memory) for run in found
-    ]
+    records: list[dict[str, Any]] = []
+    for run in found:
+        records.append(evaluate_impairment(run, episodes, checkpoint, greedy, freeze_memory))
+        score_impairment(records, segments)  # a mismatch or bad segments: before the next run
     return score_impairment(records, segments)
 
 

@@ -212,7 +212,7 @@ def test_frozen_memory_reaches_every_evaluation_and_the_table(
 ) -> None:
     """``--freeze-memory K`` is passed to the intact and every impaired evaluation, recorded in
     the table, its record's file name and the table's heading; a negative K is refused before
-    any evaluation."""
+    any evaluation, too many segments before the second run's."""
     run = tmp_path / "a"
     run.mkdir()
     seen: list[tuple[str, Any]] = []
@@ -241,6 +241,12 @@ def test_frozen_memory_reaches_every_evaluation_and_the_table(
     plain = impairment.impairment_table([run])
     assert {frozen for _, frozen in seen} == {None} and plain["freeze_memory"] is None
     assert "memory frozen" not in impairment.format_markdown(plain)
+    seen.clear()
+    other = tmp_path / "b"
+    other.mkdir()
+    with pytest.raises(MetodsError, match="--segments must be between 1 and the lifetime's 4"):
+        impairment.impairment_table([run, other], segments=5)
+    assert len(seen) == 3  # stopped after the first run's evaluations, before the second's
     seen.clear()
     assert main(["impairment", str(run), "--freeze-memory", "-1"]) == 2
     err = capsys.readouterr().err
