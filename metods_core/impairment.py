@@ -188,10 +188,11 @@ def impairment_table(
         described = ", ".join(f"{run} ({task}, {n})" for run, (task, n) in found.items())
         raise MetodsError(f"impairment: the runs have different numbers of actuators: {described}")
     records: list[dict[str, Any]] = []
-    for run in found:
+    table: dict[str, Any] = {}
+    for run in found:  # scored after each run: a mismatch or bad segments stop the next one
         records.append(evaluate_impairment(run, episodes, checkpoint, greedy, freeze_memory))
-        score_impairment(records, segments)  # a mismatch or bad segments: before the next run
-    return score_impairment(records, segments)
+        table = score_impairment(records, segments)
+    return table
 
 
 def impaired_over_intact(record: dict[str, Any]) -> tuple[float, float | None]:
