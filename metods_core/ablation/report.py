@@ -48,10 +48,16 @@ def scalar_metrics(evaluation: dict[str, Any]) -> dict[str, float | int]:
     }
 
 
-def results_rows(grid_keys: Sequence[str], outcomes: Sequence[RunOutcome]) -> list[dict[str, Any]]:
+def results_rows(
+    grid_keys: Sequence[str],
+    outcomes: Sequence[RunOutcome],
+    impairment: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """Return one results.csv row per run: its grid values, seed, status, time and metrics
-    (with impairment records, the ``IMPAIRMENT_COLUMNS`` last)."""
-    impairment = impairment_scores(outcomes)
+    (with impairment records, the ``IMPAIRMENT_COLUMNS`` last, from ``impairment``, the
+    outcomes' ``impairment_scores``, computed here if not given)."""
+    if impairment is None:
+        impairment = impairment_scores(outcomes)
     rows = []
     for outcome in outcomes:
         run = outcome.run
@@ -111,13 +117,17 @@ def impairment_scores(outcomes: Sequence[RunOutcome]) -> dict[str, Any]:
     return {"columns": columns, "seeds": by_seed, "all": every, "problem": None}
 
 
-def write_impairment(out: Path, outcomes: Sequence[RunOutcome]) -> list[Path]:
+def write_impairment(
+    out: Path, outcomes: Sequence[RunOutcome], scores: dict[str, Any] | None = None
+) -> list[Path]:
     """Write ``impairment.md`` (a table per seed, then all runs) and ``impairment.json`` into
-    ``out`` when the runs have impairment records; return the paths written."""
+    ``out`` when the runs have impairment records (``scores``: the outcomes'
+    ``impairment_scores``, computed here if not given); return the paths written."""
     from metods_core.impairment import format_markdown
     from metods_core.training.atomic import write_text_atomic
 
-    scores = impairment_scores(outcomes)
+    if scores is None:
+        scores = impairment_scores(outcomes)
     if not scores:
         return []
     lines = [
@@ -216,7 +226,8 @@ def write_tables(
 ) -> list[Path]:
     """Write ``results.csv`` and ``summary.md`` into ``out``; return their paths."""
     grid_keys = list(ablation.grid)
-    rows = results_rows(grid_keys, outcomes)
+    impairment = impairment_scores(outcomes)  # scored once for both files
+    rows = results_rows(grid_keys, outcomes, impairment)
     columns = ["run", "cell", *grid_keys, *RUN_COLUMNS[2:], *metric_columns(rows, grid_keys)]
     results = out / "results.csv"
     with results.open("w", newline="") as handle:
@@ -228,7 +239,7 @@ def write_tables(
     summary.write_text(
         format_summary(ablation.name, grid_keys, rows, outcomes, main, command, wall_time_s)
     )
-    return [results, summary, *write_impairment(out, outcomes)]
+    return [results, summary, *write_impairment(out, outcomes, impairment)]
 
 
 def format_summary(
