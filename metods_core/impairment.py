@@ -30,12 +30,20 @@ from typing import Any
 from metods_core.components import create_task_sampler
 from metods_core.errors import MetodsError
 from metods_core.evaluation import evaluate_run
+from metods_core.recipe import Recipe
 from metods_core.run_folder import RunFolder
 from metods_core.training.atomic import write_text_atomic
 from metods_core.training.run_dir import read_run_recipe
 
 IMPAIR_FIELD = "impair_actuator"
 """The task Config field that disables one actuator (the MuJoCo task families have it)."""
+IMPAIRABLE_TASKS = "cheetah_dir, cheetah_vel, ant_dir"
+"""The shipped task families that have it, as error messages name them."""
+
+
+def can_impair(recipe: Recipe) -> bool:
+    """Return whether the recipe's task has actuators to disable (``task.impair_actuator``)."""
+    return IMPAIR_FIELD in type(recipe.task.config).model_fields
 
 
 def actuator_count(run_dir: Path) -> tuple[str, int]:
@@ -45,11 +53,11 @@ def actuator_count(run_dir: Path) -> tuple[str, int]:
         MetodsError: the run's task has no ``impair_actuator`` field (not a MuJoCo run).
     """
     recipe = read_run_recipe(run_dir)
-    if IMPAIR_FIELD not in type(recipe.task.config).model_fields:
+    if not can_impair(recipe):
         raise MetodsError(
             f"{run_dir} is a run of task '{recipe.task.name}', which has no actuators to "
             f"disable (no task.{IMPAIR_FIELD} field); the impairment table needs a MuJoCo run "
-            "(cheetah_dir, cheetah_vel, ant_dir)"
+            f"({IMPAIRABLE_TASKS})"
         )
     shape = create_task_sampler(recipe).action_space.shape
     assert shape is not None and len(shape) == 1

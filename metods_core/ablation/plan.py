@@ -132,13 +132,13 @@ def plan_runs(ablation: Ablation, threads: int) -> list[PlannedRun]:
 
 def _impairment_problem(recipe: Recipe) -> str | None:
     """Return why ``impairment: true`` cannot evaluate this recipe's runs, or None."""
-    from metods_core.impairment import IMPAIR_FIELD
+    from metods_core.impairment import IMPAIR_FIELD, IMPAIRABLE_TASKS, can_impair
 
-    if IMPAIR_FIELD in type(recipe.task.config).model_fields:
+    if can_impair(recipe):
         return None
     return (
         f"impairment: true needs a task with actuators to disable (task.{IMPAIR_FIELD}: "
-        f"cheetah_dir, cheetah_vel, ant_dir), but this recipe's task is '{recipe.task.name}'"
+        f"{IMPAIRABLE_TASKS}), but this recipe's task is '{recipe.task.name}'"
     )
 
 
