@@ -92,12 +92,13 @@ def test_a_task_without_actuators_is_refused_before_anything_starts(tmp_path: Pa
     assert len(plan_runs(plain, threads=1)) == 2
 
 
-def test_the_impairment_stage_follows_the_evaluation(tmp_path: Path) -> None:
-    """Each run's processes: train, evaluate, then ``metods impairment`` on the plan's
-    episodes; without impairment, no such stage."""
+def test_the_impairment_stage_replaces_the_evaluation(tmp_path: Path) -> None:
+    """Each run's processes: train, then ``metods impairment`` on the plan's episodes, whose
+    intact evaluation is the evaluate stage's; without impairment, evaluate."""
     run = _cheetah_grid(tmp_path)[0]
     stages = stage_commands(run, Decision("train"))
-    assert [name for name, _ in stages] == ["train", "evaluate", "impairment"]
+    assert [name for name, _ in stages] == ["train", "impairment"]
+    assert [name for name, _ in stage_commands(run, Decision("evaluate"))] == ["impairment"]
     command = stages[-1][1]
     assert command[command.index("impairment") + 1] == str(run.run_dir)
     assert command[command.index("--episodes") + 1] == str(run.episodes)

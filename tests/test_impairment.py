@@ -260,9 +260,10 @@ def test_an_ablation_with_impairment_scores_its_runs(
     cheetah_runs: list[Path], tmp_path: Path
 ) -> None:
     """Two trained runs placed where an ablation with ``impairment: true`` plans them: it runs
-    their evaluation and impairment processes, and its reports score them as ``metods
-    impairment`` does; run again, it redoes nothing."""
+    their impairment process alone, whose intact evaluation is the run's evaluation, and its
+    reports score them as ``metods impairment`` does; run again, it redoes nothing."""
     from metods_core.ablation import ablation_from_grid, run_ablation
+    from metods_core.ablation.jobs import log_path_of
 
     recipes = ",".join(str(RECIPES / "mujoco" / f"{run.name}.yaml") for run in cheetah_runs)
     overrides = [*TINY, "task.episode_steps=5"]
@@ -279,6 +280,10 @@ def test_an_ablation_with_impairment_scores_its_runs(
         shutil.copytree(run, copy, ignore=shutil.ignore_patterns("evaluation*", "impairment*"))
     result = run_ablation(ablation, jobs=2, echo=lambda _: None)
     assert [(o.status, o.action) for o in result.outcomes] == [("done", "evaluated")] * 2
+    for outcome in result.outcomes:
+        log = log_path_of(outcome.run).read_text()
+        assert " impairment " in log and " evaluate " not in log  # one process, not two
+        assert outcome.evaluation["mean_reward"] == outcome.impairment["intact"]  # type: ignore[index]
     table = impairment.score_impairment([o.impairment for o in result.outcomes])  # type: ignore[misc]
     with (tmp_path / "ablation" / "results.csv").open() as handle:
         rows = list(csv.DictReader(handle))

@@ -1,5 +1,6 @@
-"""The child processes of one run: ``metods train`` (or ``--resume``), ``metods evaluate``, and
-with the ablation's ``impairment`` ``metods impairment``.
+"""The child processes of one run: ``metods train`` (or ``--resume``), then ``metods evaluate``,
+or with the ablation's ``impairment`` ``metods impairment`` (whose intact evaluation is the
+evaluate stage's).
 
 Each process runs ``python -m metods_core.cli`` with its output appended to
 ``OUT/runs/<run>.log`` and the thread variables set for its share of the cores. ``RunJob``
@@ -41,7 +42,7 @@ DONE_ACTIONS = {"train": "trained", "restart": "restarted", "resume": "resumed",
 
 
 class RunJob:
-    """The processes of one run: train (or resume), evaluate (and impairment), one after the
+    """The processes of one run: train (or resume), then evaluate or impairment, one after the
     other."""
 
     def __init__(
@@ -154,7 +155,7 @@ def thread_env(threads: int) -> dict[str, str]:
 
 def stage_commands(run: PlannedRun, decision: Decision) -> list[tuple[str, list[str]]]:
     """Return the (stage, command) pairs ``decision`` calls for: train or resume, then evaluate
-    (and impairment)."""
+    (or, with the ablation's ``impairment``, impairment)."""
     return _stages(run, decision)
 
 
@@ -205,8 +206,9 @@ def stages_outcome(
 
 
 def _stages(run: PlannedRun, decision: Decision) -> list[tuple[str, list[str]]]:
-    """Return the (stage, command) pairs ``decision`` calls for: train or resume, then evaluate,
-    then with ``run.impairment`` the impairment evaluations (each run's record, which the
+    """Return the (stage, command) pairs ``decision`` calls for: train or resume, then evaluate;
+    with ``run.impairment``, the impairment evaluations instead of evaluate (intact, which writes
+    the run's evaluation file, then each actuator disabled: the run's record, which the
     ablation's report scores).
 
     A resumed run gets the plan's ``trainer.max_steps``, threads and W&B settings as overrides.
@@ -224,11 +226,14 @@ def _stages(run: PlannedRun, decision: Decision) -> list[tuple[str, list[str]]]:
         if decision.checkpoint is not None:
             resume += ["--checkpoint", str(decision.checkpoint)]
         stages.append(("train", resume))
-    evaluate = [*cli, "evaluate", run_dir, "--json", "--episodes", str(run.episodes)]
-    stages.append(("evaluate", [*evaluate, *(["--greedy"] if run.greedy else [])]))
-    if run.impairment:  # greedy or not as the run's recipe says, as the plan's is
+    if run.impairment:
+        # Its intact evaluation is the evaluate stage's (the same evaluation file, on the plan's
+        # episodes, greedy or not as the run's recipe says, as the plan's is), so it replaces it.
         impairment = [*cli, "impairment", run_dir, "--json", "--episodes", str(run.episodes)]
         stages.append(("impairment", impairment))
+    else:
+        evaluate = [*cli, "evaluate", run_dir, "--json", "--episodes", str(run.episodes)]
+        stages.append(("evaluate", [*evaluate, *(["--greedy"] if run.greedy else [])]))
     return stages
 
 
