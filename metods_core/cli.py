@@ -210,9 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
         "ablate",
         help="train and evaluate a grid of recipe variants over seeds; tabulate and plot",
         usage="metods ablate RECIPE [key=value ...] --grid key=v1,v2 [--grid ...] [--seeds N] "
-        "[--jobs J | --launcher submitit ...] [--out DIR] [--impairment]\n       metods ablate "
-        "ABLATION.yaml [key=value ...] [--seeds N] [--jobs J | --launcher submitit ...] "
-        "[--out DIR] [--impairment]",
+        "[--jobs J | --launcher submitit ...] [--out DIR] [--impairment] [--checkpoint best]\n"
+        "       metods ablate ABLATION.yaml [key=value ...] [--seeds N] "
+        "[--jobs J | --launcher submitit ...] [--out DIR] [--impairment] [--checkpoint best]",
         description="Run every combination of the grid's values for each seed, J runs at a "
         "time (or as SLURM jobs with --launcher submitit), then write results.csv, "
         "summary.md, ablation.png and ablation.json into OUT (and impairment.md with "
@@ -246,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="MuJoCo runs: also evaluate each run with each actuator disabled, and score the "
         "runs of each seed against each other (impairment.md; as the file's `impairment: true`)",
+    )
+    ablate.add_argument(
+        "--checkpoint",
+        choices=("last", "best"),
+        help="the checkpoint of each run to evaluate: last (default, or the file's), or best, "
+        "its best.ckpt (recipes with trainer.keep_best=true; as the file's `checkpoint: best`)",
     )
     ablate.set_defaults(handler=handlers.ablate)
     return parser

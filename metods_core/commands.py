@@ -165,19 +165,20 @@ def ablate(args: argparse.Namespace) -> int:
             )
         ablation = load_ablation(
             path, overrides, args.out, args.episodes, args.seeds, launcher, launcher_options,
-            args.impairment,
+            args.impairment, args.checkpoint,
         )  # fmt: skip
     else:
         seeds = args.seeds if args.seeds is not None else 1
         ablation = ablation_from_grid(
             path, args.grid, seeds, overrides, args.out, args.episodes, launcher,
-            launcher_options, args.impairment,
+            launcher_options, args.impairment, args.checkpoint or "last",
         )  # fmt: skip
     options = [f"--grid={item}" for item in args.grid]
     options += [] if args.seeds is None else [f"--seeds={args.seeds}"]
     options += [*launcher_flags(launcher, launcher_options), f"--out={ablation.out}"]
     options += [] if args.episodes is None else [f"--episodes={args.episodes}"]
     options += ["--impairment"] if args.impairment else []
+    options += [] if args.checkpoint is None else [f"--checkpoint={args.checkpoint}"]
     command = shlex.join(["metods", "ablate", str(path), *overrides, *options])
     result = run_ablation(ablation, None, command)
     for written in result.files:

@@ -226,14 +226,15 @@ def _stages(run: PlannedRun, decision: Decision) -> list[tuple[str, list[str]]]:
         if decision.checkpoint is not None:
             resume += ["--checkpoint", str(decision.checkpoint)]
         stages.append(("train", resume))
+    evaluated = [run_dir, "--json", "--episodes", str(run.episodes)]
+    evaluated += [] if run.checkpoint == "last" else ["--checkpoint", run.checkpoint]
     if run.impairment:
         # Its intact evaluation is the evaluate stage's (the same evaluation file, on the plan's
         # episodes, greedy or not as the run's recipe says, as the plan's is), so it replaces it.
-        impairment = [*cli, "impairment", run_dir, "--json", "--episodes", str(run.episodes)]
-        stages.append(("impairment", impairment))
+        stages.append(("impairment", [*cli, "impairment", *evaluated]))
     else:
-        evaluate = [*cli, "evaluate", run_dir, "--json", "--episodes", str(run.episodes)]
-        stages.append(("evaluate", [*evaluate, *(["--greedy"] if run.greedy else [])]))
+        greedy = ["--greedy"] if run.greedy else []
+        stages.append(("evaluate", [*cli, "evaluate", *evaluated, *greedy]))
     return stages
 
 

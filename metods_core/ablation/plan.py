@@ -19,7 +19,13 @@ from typing import Any
 
 import yaml
 
-from metods_core.ablation.spec import RECIPE_AXIS, Ablation, AblationError, resolve_path
+from metods_core.ablation.spec import (
+    RECIPE_AXIS,
+    Ablation,
+    AblationError,
+    Checkpoint,
+    resolve_path,
+)
 from metods_core.recipe import Recipe, RecipeError, load_recipe, recipe_to_dict
 
 
@@ -46,6 +52,8 @@ class PlannedRun:
     """The validated recipe as plain data (compared with a run directory's saved recipe)."""
     impairment: bool = False
     """Also evaluate the run with each actuator disabled (``metods impairment``)."""
+    checkpoint: Checkpoint = "last"
+    """The checkpoint evaluated: the run's last, or its ``best.ckpt``."""
 
     def to_json(self) -> dict[str, Any]:
         """Return the plan of this run as JSON-ready data."""
@@ -61,6 +69,7 @@ class PlannedRun:
             "episodes": self.episodes,
             "greedy": self.greedy,
             "impairment": self.impairment,
+            "checkpoint": self.checkpoint,
         }
 
 
@@ -101,9 +110,11 @@ def plan_runs(ablation: Ablation, threads: int) -> list[PlannedRun]:
                 cell_problems += [p for p in found if p not in cell_problems]
                 continue
             unimpairable = _impairment_problem(resolved) if ablation.impairment else None
-            if unimpairable is not None:
-                if unimpairable not in cell_problems:
-                    cell_problems.append(unimpairable)
+            no_best = ablation.checkpoint == "best" and not resolved.trainer.keep_best
+            for problem in (unimpairable, _NO_BEST if no_best else None):
+                if problem is not None and problem not in cell_problems:
+                    cell_problems.append(problem)
+            if unimpairable is not None or no_best:
                 continue
             name = f"{cell}-seed{seed}"
             runs.append(
@@ -120,6 +131,7 @@ def plan_runs(ablation: Ablation, threads: int) -> list[PlannedRun]:
                     greedy=resolved.evaluation.greedy,
                     resolved=recipe_to_dict(resolved),
                     impairment=ablation.impairment,
+                    checkpoint=ablation.checkpoint,
                 )
             )
         problems += [f"{cell} ({recipe}): {problem}" for problem in cell_problems]
@@ -128,6 +140,12 @@ def plan_runs(ablation: Ablation, threads: int) -> list[PlannedRun]:
     if problems:
         raise AblationError(problems, f"ablation {ablation.source or ablation.out}")
     return runs
+
+
+_NO_BEST = (
+    "checkpoint: best evaluates each run's best.ckpt, which its recipe does not keep; set "
+    "trainer.keep_best: true in the recipe or the ablation's overrides, or checkpoint: last"
+)
 
 
 def _impairment_problem(recipe: Recipe) -> str | None:

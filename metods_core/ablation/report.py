@@ -242,6 +242,12 @@ def write_tables(
     return [results, summary, *write_impairment(out, outcomes, impairment)]
 
 
+BEST_CHECKPOINT_NOTE = (
+    "Each run is evaluated at its `best.ckpt` (`checkpoint: best`): `outer_step` is that "
+    "checkpoint's step."
+)
+
+
 def format_summary(
     name: str,
     grid_keys: Sequence[str],
@@ -268,6 +274,8 @@ def format_summary(
         "(Student's t; n/a with one seed). Main metric: " + f"`{main}`.",
         "",
     ]
+    if any(o.run.checkpoint == "best" for o in outcomes):
+        lines += [BEST_CHECKPOINT_NOTE, ""]
     if any(column in metrics for column in IMPAIRMENT_COLUMNS):
         lines += ["Impairment (the tables per seed: impairment.md):", ""]
         lines += [f"- `{name}`: {what}" for name, what in IMPAIRMENT_COLUMNS.items()]

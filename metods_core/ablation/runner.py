@@ -134,6 +134,7 @@ def _write_plan(
         "overrides": ablation.overrides,
         "episodes": ablation.episodes,
         "impairment": ablation.impairment,
+        "checkpoint": ablation.checkpoint,
         **extra,
         "runs": [{**run.to_json(), "action": decisions[run.name].action} for run in runs],
     }

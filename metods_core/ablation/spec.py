@@ -11,6 +11,7 @@ An ablation file is a YAML mapping with a ``grid``::
     episodes: 1000                       # held-out lifetimes per evaluation
     out: ablations/harlow_depth_alpha    # relative to the current directory
     impairment: false                    # MuJoCo runs: also evaluate each actuator disabled
+    checkpoint: last                     # or best: each run's best.ckpt (trainer.keep_best)
 
 The grid key ``recipe`` varies the base recipe file itself (paths relative to the ablation
 file), for comparisons whose runs differ in more than a few fields. A grid key
@@ -25,7 +26,7 @@ import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,6 +37,9 @@ from metods_core.recipe import pydantic_problems
 
 RECIPE_AXIS = "recipe"
 """The grid key that varies the base recipe file."""
+
+Checkpoint = Literal["last", "best"]
+"""Which checkpoint of each run an ablation evaluates."""
 
 
 class AblationError(MetodsError):
@@ -68,6 +72,9 @@ class AblationFile(BaseModel):
     """Also evaluate every run with each actuator disabled in turn (``metods impairment``; MuJoCo
     runs only) and score the runs of each seed against each other as the MetODS paper does
     (impairment.md; the scores in results.csv and summary.md)."""
+    checkpoint: Checkpoint = "last"
+    """The checkpoint of each run to evaluate: `last`, or `best`, the run's best.ckpt (its recipes
+    need trainer.keep_best: true; on Meta-World, chosen by the validation split)."""
     launcher: dict[str, Any] | None = None
     """How runs are executed: `{name: local, jobs: 2}` (default local, 1 at a time) or
     `{name: submitit, partition: gpu, ...}`; the options are the launcher's own."""
@@ -95,6 +102,8 @@ class Ablation:
     """Folder that recipe-axis paths are relative to."""
     impairment: bool = False
     """Also evaluate every run with each actuator disabled, and score them (MuJoCo runs)."""
+    checkpoint: Checkpoint = "last"
+    """The checkpoint of each run to evaluate: its last, or its best.ckpt."""
     launcher: dict[str, Any] = dataclasses.field(default_factory=lambda: {"name": "local"})
     """The launcher section: its ``name`` and options (validated when the ablation is built)."""
 
@@ -122,10 +131,12 @@ def load_ablation(
     launcher: str | None = None,
     launcher_options: Mapping[str, Any] | None = None,
     impairment: bool = False,
+    checkpoint: Checkpoint | None = None,
 ) -> Ablation:
     """Read an ablation file; ``overrides``, ``out``, ``episodes``, ``seeds`` (a count or a
-    comma-separated list, as ``--seeds`` takes), ``launcher`` (a name) and ``launcher_options``
-    add to or replace its own; ``impairment`` True turns on the impairment evaluation."""
+    comma-separated list, as ``--seeds`` takes), ``launcher`` (a name), ``launcher_options``
+    and ``checkpoint`` add to or replace its own; ``impairment`` True turns on the impairment
+    evaluation."""
     path = Path(path)
     data = yaml.safe_load(path.read_text())
     try:
@@ -157,6 +168,7 @@ def load_ablation(
         root=path.parent,
         launcher=section,
         impairment=spec.impairment or impairment,
+        checkpoint=checkpoint or spec.checkpoint,
     )
 
 
@@ -170,10 +182,11 @@ def ablation_from_grid(
     launcher: str | None = None,
     launcher_options: Mapping[str, Any] | None = None,
     impairment: bool = False,
+    checkpoint: Checkpoint = "last",
 ) -> Ablation:
     """Build an ablation from a recipe and ``key=v1,v2`` grid arguments (``recipe`` paths: cwd),
-    run by ``launcher`` (default: local) with ``launcher_options``; ``impairment`` as the
-    ablation file's field."""
+    run by ``launcher`` (default: local) with ``launcher_options``; ``impairment`` and
+    ``checkpoint`` as the ablation file's fields."""
     axes: dict[str, list[Any]] = {}
     problems = []
     for item in grid:
@@ -202,6 +215,7 @@ def ablation_from_grid(
         episodes=episodes,
         launcher=section,
         impairment=impairment,
+        checkpoint=checkpoint,
     )
 
 

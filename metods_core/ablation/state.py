@@ -115,7 +115,7 @@ def recipe_differences(run: PlannedRun) -> list[str]:
 def evaluation_matches(run: PlannedRun) -> bool:
     """Return whether the run's evaluation summary is complete and evaluated as the plan asks."""
     try:
-        data = json.loads(RunFolder(run.run_dir).evaluation().read_text())
+        data = json.loads(evaluation_file(run).read_text())
     except (OSError, ValueError):
         return False
     return (
@@ -139,7 +139,17 @@ def impairment_matches(run: PlannedRun) -> bool:
 def _impairment_record(run: PlannedRun) -> dict[str, Any] | None:
     from metods_core.impairment import read_impairment
 
-    return read_impairment(run.run_dir)
+    return read_impairment(run.run_dir, run.checkpoint)
+
+
+def evaluation_file(run: PlannedRun) -> Path:
+    """Return the evaluation summary of the checkpoint the plan evaluates (its last, or its
+    ``best.ckpt``: ``evaluation-best.json``)."""
+    from metods_core.evaluation import checkpoint_tag
+
+    folder = RunFolder(run.run_dir)
+    checkpoint = folder.best_checkpoint if run.checkpoint == "best" else None
+    return folder.evaluation(checkpoint_tag(folder, checkpoint))
 
 
 def _status_path(run: PlannedRun) -> Path:
@@ -175,7 +185,7 @@ def finished_outcome(run: PlannedRun, action: str, seconds: float | None) -> Run
     a run skipped as already done), with its evaluation summary and impairment record; a run
     whose files are missing failed."""
     folder = RunFolder(run.run_dir)
-    path = folder.evaluation()
+    path = evaluation_file(run)
     try:
         evaluation = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -183,7 +193,10 @@ def finished_outcome(run: PlannedRun, action: str, seconds: float | None) -> Run
         return record_outcome(outcome, add_time=True)
     impairment = _impairment_record(run) if run.impairment else None
     if run.impairment and impairment is None:
-        missing = f"{folder.impairment().name} is missing or unreadable"
+        from metods_core.impairment import impairment_tag
+
+        record = folder.impairment(impairment_tag(run.checkpoint))
+        missing = f"{record.name} is missing or unreadable"
         return record_outcome(RunOutcome(run, "failed", action, seconds, missing), add_time=True)
     if seconds is None:  # skipped: keep the time recorded when it ran
         previous = _previous_seconds(run) or None
