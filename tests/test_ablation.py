@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from ablation_settings import HARLOW, ROOT, TINY
 
 from metods_core.ablation import (
     Ablation,
@@ -43,20 +44,8 @@ from metods_core.recipe import load_recipe, recipe_to_yaml
 from metods_core.statistics import mean_and_ci95
 from metods_core.training.checkpoints import read_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-HARLOW = ROOT / "recipes" / "harlow" / "metods.yaml"
 ABLATIONS = ROOT / "recipes" / "ablations"
 HELPERS = ROOT / "tests" / "helpers"
-TINY = [
-    "data.batch_tasks=2",
-    "logger.wandb.mode=disabled",
-    "trainer.compile=false",
-    "evaluation.episodes=4",
-    "evaluation.batch_tasks=4",
-    "trainer.accelerator=cpu",
-    "trainer.log_every_n_steps=1",
-    "trainer.checkpoint_every_n_steps=1",
-]
 NAN_RULE = "tiny_plugins:NaNAfterTwoSteps"
 
 

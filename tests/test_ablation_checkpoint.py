@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
+from ablation_settings import HARLOW, ROOT, TINY, place_trained_run, planned_evaluation
 
 from metods_core.ablation import (
     AblationError,
@@ -21,23 +21,10 @@ from metods_core.ablation.jobs import stage_commands
 from metods_core.ablation.report import BEST_CHECKPOINT_NOTE
 from metods_core.ablation.state import Decision
 from metods_core.cli import main
-from metods_core.recipe import load_recipe, recipe_to_yaml
 from metods_core.run_folder import RunFolder
 from metods_core.training.checkpoints import read_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-HARLOW = ROOT / "recipes" / "harlow" / "metods.yaml"
 CHEETAH = ROOT / "recipes" / "mujoco" / "cheetah_dir_metods.yaml"
-TINY = [
-    "data.batch_tasks=2",
-    "logger.wandb.mode=disabled",
-    "trainer.compile=false",
-    "evaluation.episodes=4",
-    "evaluation.batch_tasks=4",
-    "trainer.accelerator=cpu",
-    "trainer.log_every_n_steps=1",
-    "trainer.checkpoint_every_n_steps=1",
-]
 KEEP_BEST = ["trainer.keep_best=true", "trainer.best_window=2"]
 
 
@@ -100,11 +87,8 @@ def test_a_run_is_done_once_its_best_checkpoint_is_evaluated(tmp_path: Path) -> 
         HARLOW, [], 1, [*TINY, *KEEP_BEST, "trainer.max_steps=2"], tmp_path, checkpoint="best"
     )
     (run,) = plan_runs(ablation, threads=1)
-    folder = RunFolder(run.run_dir)
-    folder.checkpoints.mkdir(parents=True)
-    folder.recipe.write_text(recipe_to_yaml(load_recipe(run.recipe, run.overrides)))
-    torch.save({"state_dict": {}, "global_step": run.max_steps}, folder.last_checkpoint)
-    evaluation = {"episodes": run.episodes, "greedy": run.greedy, "overrides": []}
+    folder = place_trained_run(run)
+    evaluation = planned_evaluation(run)
     folder.evaluation().write_text(json.dumps(evaluation))
     assert inspect_run(run).action == "evaluate"
     folder.evaluation("-best").write_text(json.dumps(evaluation))

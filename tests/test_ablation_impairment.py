@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
+from ablation_settings import place_trained_run, planned_evaluation
 
 from metods_core.ablation import (
     AblationError,
@@ -25,8 +25,6 @@ from metods_core.ablation.report import IMPAIRMENT_COLUMNS, results_rows, write_
 from metods_core.ablation.state import Decision, RunOutcome
 from metods_core.cli import main
 from metods_core.impairment import score_impairment
-from metods_core.recipe import load_recipe, recipe_to_yaml
-from metods_core.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 MUJOCO = ROOT / "recipes" / "mujoco"
@@ -112,11 +110,8 @@ def test_a_trained_run_is_evaluated_again_until_its_impairment_record_matches(
     """Trained and evaluated, but no impairment record, or one of other episodes: evaluate;
     a matching record: skip."""
     run = _cheetah_grid(tmp_path, seeds=1)[0]
-    folder = RunFolder(run.run_dir)
-    folder.checkpoints.mkdir(parents=True)
-    folder.recipe.write_text(recipe_to_yaml(load_recipe(run.recipe, run.overrides)))
-    torch.save({"state_dict": {}, "global_step": run.max_steps}, folder.last_checkpoint)
-    evaluation = {"episodes": run.episodes, "greedy": run.greedy, "overrides": []}
+    folder = place_trained_run(run)
+    evaluation = planned_evaluation(run)
     folder.evaluation().write_text(json.dumps(evaluation))
     assert inspect_run(run).action == "evaluate"
     record = {**_record(1.0, [1.0] * 6), "episodes": run.episodes, "greedy": run.greedy}

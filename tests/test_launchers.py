@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from ablation_settings import HARLOW, ROOT
+from ablation_settings import TINY as ABLATION_TINY
 
 from metods_core.ablation import ablation_from_grid, load_ablation, plan_runs, run_ablation
 from metods_core.ablation import jobs as jobs_module
@@ -26,18 +28,7 @@ from metods_core.cli import main
 from metods_core.registry import list_plugins, load_plugin
 from metods_core.training.checkpoints import read_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-HARLOW = ROOT / "recipes" / "harlow" / "metods.yaml"
-TINY = [
-    "data.batch_tasks=2",
-    "logger.wandb.mode=disabled",
-    "trainer.compile=false",
-    "evaluation.episodes=4",
-    "evaluation.batch_tasks=4",
-    "trainer.accelerator=cpu",
-    "trainer.checkpoint_every_n_steps=1",
-    "trainer.max_steps=2",
-]
+TINY = [*ABLATION_TINY, "trainer.max_steps=2"]
 LOCAL_SUBMITIT = {"cluster": "local", "array_parallelism": 2, "time_min": 10}
 
 
