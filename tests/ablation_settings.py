@@ -1,5 +1,5 @@
-"""The recipe and tiny overrides that the ablation tests train real runs with (a few seconds
-each, on CPU, nothing uploaded)."""
+"""What the ablation tests share: the recipe and tiny overrides they train real runs with (a
+few seconds each, on CPU, nothing uploaded), and a run folder made to look trained."""
 
 from __future__ import annotations
 

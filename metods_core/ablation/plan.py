@@ -109,12 +109,9 @@ def plan_runs(ablation: Ablation, threads: int) -> list[PlannedRun]:
                 found = [str(p) for p in exc.problems]
                 cell_problems += [p for p in found if p not in cell_problems]
                 continue
-            unimpairable = _impairment_problem(resolved) if ablation.impairment else None
-            no_best = ablation.checkpoint == "best" and not resolved.trainer.keep_best
-            for problem in (unimpairable, _NO_BEST if no_best else None):
-                if problem is not None and problem not in cell_problems:
-                    cell_problems.append(problem)
-            if unimpairable is not None or no_best:
+            unevaluable = _evaluation_problems(ablation, resolved)
+            if unevaluable:
+                cell_problems += [p for p in unevaluable if p not in cell_problems]
                 continue
             name = f"{cell}-seed{seed}"
             runs.append(
@@ -142,10 +139,19 @@ def plan_runs(ablation: Ablation, threads: int) -> list[PlannedRun]:
     return runs
 
 
-_NO_BEST = (
-    "checkpoint: best evaluates each run's best.ckpt, which its recipe does not keep; set "
-    "trainer.keep_best: true in the recipe or the ablation's overrides, or checkpoint: last"
-)
+def _evaluation_problems(ablation: Ablation, recipe: Recipe) -> list[str]:
+    """Return why this recipe's runs cannot be evaluated as the ablation asks (none: [])."""
+    problems = []
+    unimpairable = _impairment_problem(recipe) if ablation.impairment else None
+    if unimpairable is not None:
+        problems.append(unimpairable)
+    if ablation.checkpoint == "best" and not recipe.trainer.keep_best:
+        problems.append(
+            "checkpoint: best evaluates each run's best.ckpt, which its recipe does not keep; "
+            "set trainer.keep_best: true in the recipe or the ablation's overrides, or "
+            "checkpoint: last"
+        )
+    return problems
 
 
 def _impairment_problem(recipe: Recipe) -> str | None:

@@ -194,11 +194,10 @@ def paired_differences(
     "baseline", "metrics": {metric: (mean, half_width, n)}}]``, empty with fewer than 2 cells.
     """
     by_cell: dict[str, dict[Any, dict[str, Any]]] = {}
-    for row in rows:
+    for row in rows:  # every cell, in plan order; only its finished seeds
+        finished = by_cell.setdefault(str(row["cell"]), {})
         if row["status"] == "done":
-            by_cell.setdefault(str(row["cell"]), {})[str(row["seed"])] = row
-        else:
-            by_cell.setdefault(str(row["cell"]), {})
+            finished[str(row["seed"])] = row
     cells = list(by_cell)
     if len(cells) < 2:
         return []
