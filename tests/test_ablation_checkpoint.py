@@ -18,6 +18,7 @@ from metods_core.ablation import (
     plan_runs,
 )
 from metods_core.ablation.jobs import stage_commands
+from metods_core.ablation.plan import PlannedRun
 from metods_core.ablation.report import BEST_CHECKPOINT_NOTE
 from metods_core.ablation.state import Decision
 from metods_core.cli import main
@@ -25,6 +26,7 @@ from metods_core.run_folder import RunFolder
 from metods_core.training.checkpoints import read_checkpoint
 
 CHEETAH = ROOT / "recipes" / "mujoco" / "cheetah_dir_metods.yaml"
+ML1_REACH = ROOT / "recipes" / "metaworld" / "ml1_reach_metods.yaml"
 KEEP_BEST = ["trainer.keep_best=true", "trainer.best_window=2"]
 
 
@@ -61,6 +63,31 @@ def test_best_needs_runs_that_keep_it(tmp_path: Path) -> None:
     assert message.count("checkpoint: best") == 2  # two cells, two seeds each
     assert "trainer.keep_best: true" in message
     assert not (tmp_path / "abl").exists()
+
+
+def test_best_needs_a_budget_that_reaches_it(tmp_path: Path) -> None:
+    """A budget that ends before a run could first write best.ckpt (the end of its first
+    window, or its first validation meta-test) is refused when planned, naming the field to
+    lower; a budget that reaches it is planned."""
+    keep = [*TINY, "trainer.keep_best=true", "trainer.best_window=5"]
+
+    def plan(recipe: Path, overrides: list[str], name: str) -> list[PlannedRun]:
+        return plan_runs(
+            ablation_from_grid(recipe, [], 1, overrides, tmp_path / name, checkpoint="best"), 1
+        )
+
+    expected = (
+        r"first at outer step 5 \(trainer.best_window\).*set trainer.best_window to at most 4"
+    )
+    with pytest.raises(AblationError, match=expected):
+        plan(HARLOW, [*keep, "trainer.max_steps=4"], "short")
+    assert plan(HARLOW, [*keep, "trainer.max_steps=5"], "reached")[0].checkpoint == "best"
+    validation = r"first at outer step 10 \(evaluation.validation_every_n_steps\)"
+    with pytest.raises(AblationError, match=validation):
+        plan(ML1_REACH, ["trainer.max_steps=9"], "validation")
+    unscheduled = ["evaluation.every_n_steps=null", "evaluation.validation_every_n_steps=null"]
+    with pytest.raises(AblationError, match=r"writes never \(evaluation.validation_every"):
+        plan(ML1_REACH, unscheduled, "never")
 
 
 def test_the_evaluations_name_the_checkpoint(tmp_path: Path) -> None:

@@ -145,13 +145,33 @@ def _evaluation_problems(ablation: Ablation, recipe: Recipe) -> list[str]:
     unimpairable = _impairment_problem(recipe) if ablation.impairment else None
     if unimpairable is not None:
         problems.append(unimpairable)
-    if ablation.checkpoint == "best" and not recipe.trainer.keep_best:
-        problems.append(
+    if ablation.checkpoint == "best":
+        unkept = _best_checkpoint_problem(recipe)
+        if unkept is not None:
+            problems.append(unkept)
+    return problems
+
+
+def _best_checkpoint_problem(recipe: Recipe) -> str | None:
+    """Return why this recipe's runs end without a ``best.ckpt`` to evaluate, or None."""
+    from metods_core.training.callbacks import first_best_step
+
+    trainer = recipe.trainer
+    if not trainer.keep_best:
+        return (
             "checkpoint: best evaluates each run's best.ckpt, which its recipe does not keep; "
             "set trainer.keep_best: true in the recipe or the ablation's overrides, or "
             "checkpoint: last"
         )
-    return problems
+    first, field = first_best_step(recipe)
+    if first is not None and first <= trainer.max_steps:
+        return None
+    when = "never" if first is None else f"first at outer step {first}"
+    return (
+        f"checkpoint: best evaluates each run's best.ckpt, which a run writes {when} ({field}), "
+        f"but its budget is trainer.max_steps={trainer.max_steps}; set {field} to at most "
+        f"{trainer.max_steps}, or checkpoint: last"
+    )
 
 
 def _impairment_problem(recipe: Recipe) -> str | None:

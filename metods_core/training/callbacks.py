@@ -14,7 +14,24 @@ from metods_core.run_folder import RunFolder
 from metods_core.training_log import TRAIN_PREFIX, VALIDATION_PREFIX
 
 if TYPE_CHECKING:
+    from metods_core.recipe import Recipe
     from metods_core.training.periodic_meta_test import PeriodicMetaTest
+
+
+def first_best_step(recipe: Recipe) -> tuple[int | None, str]:
+    """Return the first outer step at which a run of ``recipe`` that keeps the best checkpoint
+    can write ``best.ckpt``, and the recipe field that sets it.
+
+    Ranked by a training metric, the end of its first window (``trainer.best_window``); by a
+    ``validation/`` metric, its first validation meta-test
+    (``evaluation.validation_every_n_steps``, None where it meta-tests nothing while it trains).
+    """
+    from metods_core.training.periodic_meta_test import periodic_every_n_steps
+
+    metric = recipe.trainer.best_metric
+    if metric is not None and metric.startswith(VALIDATION_PREFIX):
+        return periodic_every_n_steps(recipe, "validation"), "evaluation.validation_every_n_steps"
+    return recipe.trainer.best_window, "trainer.best_window"
 
 
 class BestCheckpoint(Callback):

@@ -209,8 +209,10 @@ def named_checkpoint(run_dir: Path, checkpoint: Path | str | None) -> Path | Non
     if not run.best_checkpoint.is_file():
         raise CheckpointError(
             f"{run_dir} has no {run.best_checkpoint.name}: the run was trained without "
-            "trainer.keep_best=true, or no window of trainer.best_window outer steps has ended "
-            f"yet (resume it with `metods train --resume {run_dir} trainer.keep_best=true`)"
+            "trainer.keep_best=true, or has not yet reached the step that first writes it (the "
+            "end of its first trainer.best_window; ranked by a validation/ metric, its first "
+            "validation meta-test); resume it with "
+            f"`metods train --resume {run_dir} trainer.keep_best=true`"
         )
     return run.best_checkpoint
 
