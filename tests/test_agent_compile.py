@@ -108,23 +108,6 @@ def test_replay_in_spans_equals_the_replay_step_by_step() -> None:
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.slow
-def test_compiled_replay_in_spans_matches_the_eager_replay() -> None:
-    """``compile_step(replay_span=3)``: the compiled span (unrolled over 3 steps) and the
-    compiled single step for the 2 steps left over give the rollout's log-probabilities and
-    values, and the eager replay's gradients, to 1e-6 in float32."""
-    sampler, eager, compiled = _eager_and_compiled()
-    compiled.compile_step(replay_span=3)
-    assert compiled.replay_span == 3 and "evaluate_span" in compiled.__dict__
-    lifetimes = _recorded_lifetimes(sampler, eager)
-    spanned, spanned_grads = _replay_and_gradients(compiled, lifetimes.record)
-    _, eager_grads = _replay_and_gradients(eager, lifetimes.record)
-    torch.testing.assert_close(spanned.log_probs, lifetimes.log_probs, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(spanned.values, lifetimes.values, rtol=1e-6, atol=1e-6)
-    for got, expected in zip(spanned_grads, eager_grads, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
-
-
 def test_recipe_compile_span_sets_the_replay_span() -> None:
     """``trainer.compile_span`` reaches the compiled agent; without ``compile`` it is ignored;
     a span below 1 or above 64 is refused by the recipe's validation."""
@@ -154,19 +137,29 @@ def test_recipe_compile_cpp_wrapper_reaches_the_compiled_agent() -> None:
 
 
 @pytest.mark.slow
-def test_cpp_wrapper_gives_the_python_wrappers_numbers_exactly() -> None:
-    """The C++ wrapper calls the same kernels: the same rollout (actions, log-probabilities,
-    values) and, replayed in spans of 3, the same gradients, bit for bit."""
+def test_compiled_replay_in_spans_matches_the_eager_replay_under_either_wrapper() -> None:
+    """``compile_step(replay_span=3)``: the compiled span (unrolled over 3 steps) and the
+    compiled single step for the 2 steps left over give the rollout's log-probabilities and
+    values, and the eager replay's gradients, to 1e-6 in float32. Inductor's C++ wrapper (the
+    default) calls the same kernels as its Python one: the same rollout (actions,
+    log-probabilities, values) and, replayed, the same gradients, bit for bit. (One test, so
+    that each wrapper's graphs are compiled once.)"""
     sampler, eager, _ = _eager_and_compiled()
-    results = []
+    results = {}
     for cpp_wrapper in (False, True):
         agent = copy.deepcopy(eager)
         agent.compile_step(replay_span=3, cpp_wrapper=cpp_wrapper)
         assert agent.compile_options == {"cpp_wrapper": cpp_wrapper}
+        assert agent.replay_span == 3 and "evaluate_span" in agent.__dict__
         lifetimes = _recorded_lifetimes(sampler, agent)
-        _, gradients = _replay_and_gradients(agent, lifetimes.record)
-        results.append((lifetimes, gradients))
-    (python, python_grads), (cpp, cpp_grads) = results
+        replay, gradients = _replay_and_gradients(agent, lifetimes.record)
+        results[cpp_wrapper] = (lifetimes, replay, gradients)
+    (cpp, cpp_replay, cpp_grads), (python, _, python_grads) = results[True], results[False]
+    _, eager_grads = _replay_and_gradients(eager, cpp.record)
+    torch.testing.assert_close(cpp_replay.log_probs, cpp.log_probs, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(cpp_replay.values, cpp.values, rtol=1e-6, atol=1e-6)
+    for got, expected in zip(cpp_grads, eager_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
     for name in ("log_probs", "values", "rewards"):
         torch.testing.assert_close(getattr(cpp, name), getattr(python, name), rtol=0, atol=0)
     torch.testing.assert_close(cpp.record.actions, python.record.actions, rtol=0, atol=0)
