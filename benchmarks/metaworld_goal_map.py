@@ -36,7 +36,6 @@ from metods_plugins.tasks.metaworld_tasks import MetaWorldML1Tasks
 from metods_core.components import create_task_sampler
 from metods_core.evaluation import load_trained_agent
 from metods_core.rollout import run_lifetimes
-from metods_core.training.callbacks import restore_task_state
 from metods_core.training.checkpoints import (
     find_resume_checkpoint,
     named_checkpoint,
@@ -44,6 +43,7 @@ from metods_core.training.checkpoints import (
 )
 from metods_core.training.run_dir import read_run_recipe
 from metods_core.training.seeding import derive_seed
+from metods_core.training.task_state import restore_task_state
 
 SUCCESS_RADIUS = 0.05  # Meta-World reach-v3: success when the hand is within 5 cm of the goal
 MISS_BINS = (0.05, 0.10, 0.20)  # edges of the closest-approach bins of the missed goals (m)

@@ -11,20 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import move_data_to_device
 from pydantic import ValidationError
 
 from metods_core.agent import Agent
 from metods_core.components import create_agent, create_task_sampler
 from metods_core.errors import MetodsError
-from metods_core.interfaces import Split, TaskSampler
+from metods_core.interfaces import Split, TaskBatch, TaskSampler
 from metods_core.recipe import Recipe, pydantic_problems
 from metods_core.recipe.schema import RecipeError
 from metods_core.rollout import run_lifetimes
 from metods_core.run_folder import RunFolder, metric_key
 from metods_core.statistics import mean_and_ci95
 from metods_core.training.atomic import write_text_atomic
-from metods_core.training.callbacks import restore_state, restore_task_state
 from metods_core.training.checkpoints import (
     checkpoint_outer_step,
     find_resume_checkpoint,
@@ -33,6 +31,7 @@ from metods_core.training.checkpoints import (
 )
 from metods_core.training.run_dir import read_run_recipe
 from metods_core.training.seeding import derive_seed
+from metods_core.training.task_state import restore_state, restore_task_state
 
 AGENT_PREFIX = "agent."
 """The agent's parameters in a checkpoint's ``state_dict`` (the training module's attribute)."""
@@ -152,7 +151,7 @@ def meta_test(
         part = everything
         if (start, stop) != (0, episodes):
             part = everything.select(start, stop, derive_seed(everything.seed, "part", start))
-        tasks = move_data_to_device(part, device)
+        tasks = _tasks_on(part, device)
         env = sampler.make_env(tasks)
         if freeze_memory is not None and not 0 <= freeze_memory < env.lifetime_steps:
             env.close()
@@ -300,3 +299,18 @@ def evaluate_run(
         if path is not None
     ]
     return summary
+
+
+def _tasks_on(tasks: TaskBatch, device: torch.device) -> TaskBatch:
+    """Return ``tasks`` with its tensors on ``device``, as the Trainer moves a training batch.
+
+    Task samplers draw on the CPU, so on the CPU there is nothing to move, and Lightning (whose
+    ``move_data_to_device`` handles any batch a plugin defines) is imported only for another
+    device: ``metods evaluate`` on the CPU starts without loading it.
+    """
+    if device.type == "cpu":
+        return tasks
+    from lightning.pytorch.utilities import move_data_to_device
+
+    moved: TaskBatch = move_data_to_device(tasks, device)
+    return moved

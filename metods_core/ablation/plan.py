@@ -154,7 +154,7 @@ def _evaluation_problems(ablation: Ablation, recipe: Recipe) -> list[str]:
 
 def _best_checkpoint_problem(recipe: Recipe) -> str | None:
     """Return why this recipe's runs end without a ``best.ckpt`` to evaluate, or None."""
-    from metods_core.training.callbacks import first_best_step
+    from metods_core.training.schedule import first_best_step
 
     trainer = recipe.trainer
     if not trainer.keep_best:

@@ -1,12 +1,23 @@
-"""Meta-training with Lightning: the module, the task data module, run directories."""
+"""Meta-training with Lightning: the module, the task data module, run directories.
 
-from metods_core.training.module import MetaLearningModule, NonFiniteError
-from metods_core.training.trainer import (
-    TrainingInterrupted,
-    create_trainer,
-    resume_run,
-    train_recipe,
-)
+The names below are imported on first use (a module ``__getattr__``, PEP 562), so that the
+package's Lightning-free modules (run folders, checkpoint files, seeding, atomic writes) can be
+imported by ``metods evaluate`` without loading Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "MetaLearningModule": "metods_core.training.module",
+    "NonFiniteError": "metods_core.training.module",
+    "TrainingInterrupted": "metods_core.training.trainer",
+    "create_trainer": "metods_core.training.trainer",
+    "resume_run": "metods_core.training.trainer",
+    "train_recipe": "metods_core.training.trainer",
+}
 
 __all__ = [
     "MetaLearningModule",
@@ -16,3 +27,22 @@ __all__ = [
     "resume_run",
     "train_recipe",
 ]
+
+if TYPE_CHECKING:
+    from metods_core.training.module import MetaLearningModule, NonFiniteError
+    from metods_core.training.trainer import (
+        TrainingInterrupted,
+        create_trainer,
+        resume_run,
+        train_recipe,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """Import an exported name from its module on first use (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'metods_core.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value

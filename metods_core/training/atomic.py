@@ -15,12 +15,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from metods_core.errors import MetodsError
 
@@ -97,28 +96,3 @@ def load_checkpoint_safely(path: Path, map_location: Any = "cpu") -> Any:
         OSError, RuntimeError: the file is missing, truncated or not a torch file.
     """
     return torch.load(path, map_location=map_location, weights_only=True)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint I/O with atomic writes and ``weights_only=True`` loading.
-
-    Given to the Trainer as a plugin, so both ``trainer.save_checkpoint`` and the restore of
-    ``trainer.fit(ckpt_path=...)`` go through it.
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
-    ) -> None:
-        """Write ``checkpoint`` to ``path`` atomically (temporary file beside it, fsync, rename)."""
-        save_checkpoint_atomic(checkpoint, Path(path))
-
-    def load_checkpoint(
-        self,
-        path: Any,
-        map_location: Callable[..., Any] | Any = "cpu",
-        weights_only: bool | None = None,
-    ) -> dict[str, Any]:
-        """Load ``path`` with ``weights_only=True`` whatever the caller asks."""
-        loaded = load_checkpoint_safely(Path(path), map_location)
-        assert isinstance(loaded, dict)
-        return loaded

@@ -11,27 +11,11 @@ from lightning.pytorch.callbacks import Callback
 
 from metods_core.errors import MetodsError
 from metods_core.run_folder import RunFolder
+from metods_core.training.task_state import TASK_STATE_KEY, restore_state
 from metods_core.training_log import TRAIN_PREFIX, VALIDATION_PREFIX
 
 if TYPE_CHECKING:
-    from metods_core.recipe import Recipe
     from metods_core.training.periodic_meta_test import PeriodicMetaTest
-
-
-def first_best_step(recipe: Recipe) -> tuple[int | None, str]:
-    """Return the first outer step at which a run of ``recipe`` that keeps the best checkpoint
-    can write ``best.ckpt``, and the recipe field that sets it.
-
-    Ranked by a training metric, the end of its first window (``trainer.best_window``); by a
-    ``validation/`` metric, its first validation meta-test
-    (``evaluation.validation_every_n_steps``, None where it meta-tests nothing while it trains).
-    """
-    from metods_core.training.periodic_meta_test import periodic_every_n_steps
-
-    metric = recipe.trainer.best_metric
-    if metric is not None and metric.startswith(VALIDATION_PREFIX):
-        return periodic_every_n_steps(recipe, "validation"), "evaluation.validation_every_n_steps"
-    return recipe.trainer.best_window, "trainer.best_window"
 
 
 class BestCheckpoint(Callback):
@@ -193,12 +177,18 @@ class TaskState(Callback):
     A sampler with state (the MuJoCo tasks' running observation statistics) offers
     ``state_dict()`` and ``load_state_dict(state)``; this callback stores that state as its
     own (Lightning's callback state, plain data) and gives it back on resume. Evaluation reads
-    it with :func:`restore_task_state`. A sampler without these methods is left alone.
+    it with :func:`~metods_core.training.task_state.restore_task_state`. A sampler without
+    these methods is left alone.
     """
 
     def __init__(self) -> None:
         self.sampler: Any = None
         self._pending: dict[str, Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        """Its entry in a checkpoint's callback states (read by :func:`restore_task_state`)."""
+        return TASK_STATE_KEY
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Find the module's task sampler (before any checkpoint is restored)."""
@@ -222,17 +212,3 @@ class TaskState(Callback):
             return
         self._pending = None
         restore_state(self.sampler, state_dict)
-
-
-def restore_state(sampler: Any, state: dict[str, Any]) -> None:
-    """Give ``TaskState``'s saved ``state`` to ``sampler`` if both have one."""
-    load = getattr(sampler, "load_state_dict", None)
-    if callable(load) and "sampler" in state:
-        load(state["sampler"])
-
-
-def restore_task_state(sampler: Any, checkpoint: dict[str, Any]) -> None:
-    """Restore the task sampler's state saved in a loaded ``checkpoint`` (if any)."""
-    state = checkpoint.get("callbacks", {}).get(TaskState.__qualname__)
-    if state is not None:
-        restore_state(sampler, state)

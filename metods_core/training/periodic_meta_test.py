@@ -37,19 +37,12 @@ from metods_core.components import create_task_sampler
 from metods_core.interfaces import Split, TaskSampler
 from metods_core.recipe import Recipe
 from metods_core.run_folder import metric_key
-from metods_core.training.callbacks import restore_state
 from metods_core.training.module import MetaLearningModule
+from metods_core.training.schedule import periodic_every_n_steps
+from metods_core.training.task_state import restore_state
 from metods_core.training_log import TEST_PREFIX, VALIDATION_PREFIX
 
 _PREFIXES: dict[str, str] = {"test": TEST_PREFIX, "validation": VALIDATION_PREFIX}
-
-
-def periodic_every_n_steps(recipe: Recipe, split: Split) -> int | None:
-    """How often the recipe meta-tests ``split`` while it trains (None: never)."""
-    evaluation = recipe.evaluation
-    if split == "validation" and evaluation.validation_every_n_steps is not None:
-        return evaluation.validation_every_n_steps
-    return evaluation.every_n_steps
 
 
 class PeriodicMetaTest(Callback):

@@ -1,4 +1,4 @@
-"""Fit a checkpoint's optimizer state to the parameter groups a resumed recipe asks for.
+"""Fit a checkpoint's optimizer state, and then its settings, to what a resumed recipe asks for.
 
 An optimizer's state dict keys each parameter's moments by its position across the groups,
 and the groups by their order. A resume that changes a learning-rate multiplier of the rule
@@ -7,14 +7,16 @@ the base rate now form a group of their own. The meta-optimizers give the parame
 their names (``Agent.parameter_groups``), so the state dict records them (``param_names``);
 this moves each parameter's moments to its place in the new groups. The groups' settings
 (``lr`` and the rest) are the recipe's, set again after the restore by
-``resume.ApplyOptimizerSettings``.
+``ApplyOptimizerSettings``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from metods_core.errors import MetodsError
 
@@ -81,3 +83,24 @@ def regroup_optimizer_state(
         pairs = zip(indices, names, strict=True)
         state.update({index: state_by_name[name] for index, name in pairs if name in state_by_name})
     return {"state": state, "param_groups": groups}
+
+
+class ApplyOptimizerSettings(Callback):
+    """After Lightning restored the optimizer, set its hyper-parameters from the recipe.
+
+    Lightning's restore brings back each param group's ``lr`` and other settings with the
+    moments, so a learning rate changed on resume would be ignored. This builds the optimizer the
+    recipe asks for now and copies every setting but ``params`` group by group into the
+    restored one: the moments stay, the recipe's rate (with the rule's per-group lr scales)
+    applies.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Copy the recipe's optimizer settings into the restored optimizer."""
+        fresh = pl_module.configure_optimizers()
+        restored = trainer.optimizers[0]
+        if not isinstance(fresh, torch.optim.Optimizer):
+            return  # only the one-optimizer form is used by metods' module
+        # The groups match: the module's on_load_checkpoint regrouped the saved state.
+        for new, old in zip(fresh.param_groups, restored.param_groups, strict=True):
+            old.update({key: value for key, value in new.items() if key != "params"})

@@ -1,4 +1,5 @@
-"""What a resume may change, the record of every resume, and applying a changed optimizer.
+"""What a resume may change, and the record of every resume (the optimizer's changed settings are
+applied by ``regroup.ApplyOptimizerSettings``).
 
 A resumed run continues the same experiment, so its identity cannot change: the seed, the task,
 the agent's shape and the components (every field outside the list below). What *may* change,
@@ -21,10 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
 import yaml
-from lightning.pytorch.callbacks import Callback
 
 from metods_core.errors import MetodsError
 from metods_core.recipe import Recipe, recipe_to_dict
@@ -130,24 +128,3 @@ def record_resume(run_dir: Path, overrides: Sequence[str], step: int, checkpoint
     }
     history = [*read_resumes(run_dir), entry]
     write_text_atomic(RunFolder(run_dir).resumes, yaml.safe_dump(history, sort_keys=False))
-
-
-class ApplyOptimizerSettings(Callback):
-    """After Lightning restored the optimizer, set its hyper-parameters from the recipe.
-
-    Lightning's restore brings back each param group's ``lr`` and other settings with the
-    moments, so a learning rate changed on resume would be ignored. This builds the optimizer the
-    recipe asks for now and copies every setting but ``params`` group by group into the
-    restored one: the moments stay, the recipe's rate (with the rule's per-group lr scales)
-    applies.
-    """
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Copy the recipe's optimizer settings into the restored optimizer."""
-        fresh = pl_module.configure_optimizers()
-        restored = trainer.optimizers[0]
-        if not isinstance(fresh, torch.optim.Optimizer):
-            return  # only the one-optimizer form is used by metods' module
-        # The groups match: the module's on_load_checkpoint regrouped the saved state.
-        for new, old in zip(fresh.param_groups, restored.param_groups, strict=True):
-            old.update({key: value for key, value in new.items() if key != "params"})

@@ -17,30 +17,30 @@ from lightning.pytorch.callbacks import Callback
 
 from metods_core.errors import MetodsError, TrainingInterrupted
 from metods_core.recipe import Recipe
-from metods_core.training.atomic import AtomicCheckpointIO
-from metods_core.training.checkpoints import (
+from metods_core.training.checkpoint_callbacks import (
     OuterStepCheckpoints,
-    checkpoint_outer_step,
     create_checkpoint_callbacks,
+)
+from metods_core.training.checkpoint_io import AtomicCheckpointIO
+from metods_core.training.checkpoints import (
+    checkpoint_outer_step,
     find_resume_checkpoint,
     read_checkpoint,
 )
 from metods_core.training.data import TaskDataModule
 from metods_core.training.loggers import create_loggers
 from metods_core.training.module import MetaLearningModule
-from metods_core.training.periodic_meta_test import PeriodicMetaTest, periodic_every_n_steps
+from metods_core.training.periodic_meta_test import PeriodicMetaTest
 from metods_core.training.progress import OuterStepProgressBar
-from metods_core.training.resume import (
-    ApplyOptimizerSettings,
-    check_resume_changes,
-    record_resume,
-)
+from metods_core.training.regroup import ApplyOptimizerSettings
+from metods_core.training.resume import check_resume_changes, record_resume
 from metods_core.training.run_dir import (
     check_new_run_dir,
     default_run_dir,
     read_run_recipe,
     write_run_files,
 )
+from metods_core.training.schedule import periodic_every_n_steps
 
 _RUN_DIR_ENV = "METODS_RUN_DIR"
 """Set by the launching process so that DDP ranks started later write to the same run."""

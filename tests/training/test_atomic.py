@@ -12,12 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from metods_core.training.atomic import (
-    AtomicCheckpointIO,
-    WriteError,
-    atomic_open,
-    save_checkpoint_atomic,
-)
+from metods_core.training.atomic import WriteError, atomic_open, save_checkpoint_atomic
+from metods_core.training.checkpoint_io import AtomicCheckpointIO
 from metods_core.training.loggers import _AtomicCSVWriter
 
 SHM = Path("/dev/shm")
