@@ -7,8 +7,9 @@ imported by ``metods evaluate`` without loading Lightning.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from metods_core._lazy import lazy_getattr
 
 _EXPORTS: dict[str, str] = {
     "MetaLearningModule": "metods_core.training.module",
@@ -38,11 +39,4 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    """Import an exported name from its module on first use (PEP 562)."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'metods_core.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
